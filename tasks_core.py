@@ -1,0 +1,1 @@
+"""Core tasks: build-bintest, test, lint."""

@@ -1,0 +1,163 @@
+"""Shared helpers for the lab: cache layout, subprocess runs, Debian packages."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+BUILD = REPO / "build"
+LAB_BUILD = BUILD / "lab"
+
+
+class LabError(Exception):
+    """A user-facing error: printed as one clear message, no traceback."""
+
+
+def cache_dir() -> Path:
+    """Root of the project cache (~/.cache/kvmport, or $KVMPORT_CACHE)."""
+    env = os.environ.get("KVMPORT_CACHE")
+    base = Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    root = base if env else base / "kvmport"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def log(msg: str) -> None:
+    """Progress line for the user (stderr, so stdout stays the guest's)."""
+    print(f"[lab] {msg}", file=sys.stderr, flush=True)
+
+
+def run(
+    cmd: Sequence[str | os.PathLike[str]],
+    *,
+    cwd: Path | None = None,
+    capture: bool = False,
+    env: dict[str, str] | None = None,
+) -> str:
+    """Run a command; raise LabError with its output if it fails."""
+    args = [str(c) for c in cmd]
+    try:
+        proc = subprocess.run(
+            args,
+            cwd=cwd,
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE if capture else None,
+            stderr=subprocess.PIPE if capture else None,
+            check=False,
+        )
+    except FileNotFoundError as exc:
+        raise LabError(f"command not found: {args[0]}") from exc
+    if proc.returncode != 0:
+        detail = ""
+        if capture:
+            detail = "\n" + (proc.stdout or "") + (proc.stderr or "")
+        raise LabError(f"command failed ({proc.returncode}): {' '.join(args)}{detail}")
+    return proc.stdout if capture else ""
+
+
+# Tools the labs need, as (command or file that proves it is there, Debian package).
+TOOLS_COMMON: list[tuple[str, str]] = [
+    ("/usr/bin/cpio", "cpio"),
+    ("/usr/bin/busybox", "busybox-static"),
+    ("/sbin/depmod", "kmod"),
+    ("/usr/bin/zstd", "zstd"),
+    ("/usr/bin/make", "make"),
+    ("/usr/bin/gcc-12", "gcc-12"),
+]
+TOOLS_SVM: list[tuple[str, str]] = [("/usr/bin/qemu-system-x86_64", "qemu-system-x86")]
+TOOLS_VMX: list[tuple[str, str]] = [
+    ("/usr/bin/bochs", "bochs"),
+    ("/usr/lib/bochs/plugins/libbx_term.so", "bochs-term"),
+    ("/usr/share/bochs/BIOS-bochs-latest", "bochsbios"),
+    ("/usr/share/vgabios/vgabios.bin", "vgabios"),
+    ("/usr/bin/syslinux", "syslinux"),
+    ("/usr/lib/syslinux/mbr/mbr.bin", "syslinux-common"),
+    ("/usr/bin/mcopy", "mtools"),
+    ("/sbin/mkfs.fat", "dosfstools"),
+    ("/sbin/mke2fs", "e2fsprogs"),
+]
+
+
+def ensure_packages(tools: list[tuple[str, str]]) -> None:
+    """apt-get install the Debian packages whose marker file is missing."""
+    missing = sorted({pkg for path, pkg in tools if not Path(path).exists()})
+    if not missing:
+        return
+    if shutil.which("apt-get") is None:
+        raise LabError(f"missing tools and no apt-get to install them: {' '.join(missing)}")
+    if os.geteuid() != 0:
+        raise LabError(f"missing packages; as root: apt-get install {' '.join(missing)}")
+    log(f"apt-get install {' '.join(missing)}")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    cmd = [
+        "apt-get",
+        "install",
+        "-y",
+        "-q",
+        "--no-install-recommends",
+        "-o",
+        "DPkg::Lock::Timeout=900",
+        *missing,
+    ]
+    try:
+        run(cmd, capture=True, env=env)
+    except LabError:
+        run(["apt-get", "update", "-q", "-o", "DPkg::Lock::Timeout=900"], capture=True, env=env)
+        run(cmd, capture=True, env=env)
+    still = [pkg for path, pkg in tools if not Path(path).exists()]
+    if still:
+        raise LabError(f"packages installed but files still missing: {still}")
+
+
+def candidate_version(pkg: str) -> str:
+    """Version apt would install for pkg (its candidate)."""
+    out = run(["apt-cache", "policy", pkg], capture=True)
+    for line in out.splitlines():
+        line = line.strip()
+        if line.startswith("Candidate:"):
+            ver = line.split(":", 1)[1].strip()
+            if ver and ver != "(none)":
+                return ver
+    raise LabError(f"apt knows no candidate version of {pkg} (run apt-get update?)")
+
+
+def fetch_deb(pkg: str) -> Path:
+    """Download pkg's .deb (candidate version) into the cache; return its path."""
+    ver = candidate_version(pkg)
+    debdir = cache_dir() / "debs"
+    debdir.mkdir(parents=True, exist_ok=True)
+    safe = ver.replace(":", "%3a")
+    existing = sorted(debdir.glob(f"{pkg}_{safe}_*.deb"))
+    if existing:
+        return existing[0]
+    log(f"apt-get download {pkg}={ver}")
+    run(["apt-get", "download", "-q", f"{pkg}={ver}"], cwd=debdir, capture=True)
+    existing = sorted(debdir.glob(f"{pkg}_{safe}_*.deb"))
+    if not existing:
+        raise LabError(f"apt-get download {pkg}={ver} produced no .deb in {debdir}")
+    return existing[0]
+
+
+def extract_debs(pkgs: Sequence[str], dest: Path) -> Path:
+    """Extract the given packages into dest once (marker file keyed by versions)."""
+    versions = ",".join(f"{p}={candidate_version(p)}" for p in pkgs)
+    marker = dest / ".extracted"
+    if marker.exists() and marker.read_text() == versions:
+        return dest
+    if dest.exists():
+        shutil.rmtree(dest)
+    tmp = dest.with_name(dest.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    for pkg in pkgs:
+        run(["dpkg-deb", "-x", fetch_deb(pkg), tmp], capture=True)
+    (tmp / ".extracted").write_text(versions)
+    tmp.rename(dest)
+    return dest

@@ -1,0 +1,115 @@
+"""The lab kernel: Debian's generic amd64 kernel, its modules and headers, from the cache."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from lab.common import LabError, cache_dir, candidate_version, extract_debs, run
+
+META_PACKAGE = "linux-image-amd64"
+
+
+def resolve_abi(meta: str = META_PACKAGE) -> str:
+    """The kernel ABI name (e.g. 6.1.0-56-amd64) the meta package currently depends on."""
+    out = run(["apt-cache", "depends", meta], capture=True)
+    for m in re.finditer(r"Depends:\s*linux-image-(\S+)", out):
+        abi = m.group(1)
+        if not abi.endswith("-unsigned") and abi != meta:
+            return abi
+    raise LabError(f"cannot resolve the kernel ABI from `apt-cache depends {meta}`:\n{out}")
+
+
+def _depends(pkg: str) -> list[str]:
+    out = run(["apt-cache", "depends", pkg], capture=True)
+    return re.findall(r"^\s*Depends:\s*(\S+)", out, re.M)
+
+
+@dataclass(frozen=True)
+class LabKernel:
+    abi: str
+    version: str  # Debian package version, e.g. 6.1.192-2
+    root: Path  # extracted linux-image package (boot/, lib/modules/)
+    headers_root: Path  # extracted linux-headers packages
+
+    @property
+    def vmlinuz(self) -> Path:
+        return self.root / "boot" / f"vmlinuz-{self.abi}"
+
+    @property
+    def modules(self) -> Path:
+        return self.root / "lib" / "modules" / self.abi
+
+    @property
+    def headers(self) -> Path:
+        """The kbuild directory to pass as KDIR."""
+        return self.headers_root / "usr" / "src" / f"linux-headers-{self.abi}"
+
+    def module_path(self, name: str) -> Path:
+        """Path of a kernel module (name as modprobe spells it) in the lab kernel."""
+        dep = (self.modules / "modules.dep").read_text()
+        want = {name.replace("-", "_")}
+        for line in dep.splitlines():
+            rel = line.split(":", 1)[0]
+            base = Path(rel).name.split(".ko")[0].replace("-", "_")
+            if base in want:
+                return self.modules / rel
+        raise LabError(f"module {name} not found in {self.modules}")
+
+    def module_deps(self, name: str) -> list[Path]:
+        """Module and its dependencies, dependencies first (from modules.dep)."""
+        dep = (self.modules / "modules.dep").read_text()
+        table: dict[str, list[str]] = {}
+        for line in dep.splitlines():
+            rel, _, rest = line.partition(":")
+            table[rel] = rest.split()
+        target = str(self.module_path(name).relative_to(self.modules))
+        order: list[str] = []
+
+        def visit(rel: str) -> None:
+            for d in table.get(rel, []):
+                visit(d)
+            if rel not in order:
+                order.append(rel)
+
+        visit(target)
+        return [self.modules / r for r in order]
+
+
+def lab_kernel(abi: str | None = None) -> LabKernel:
+    """Download and extract (once, cached by version) the lab kernel and its headers."""
+    abi = abi or resolve_abi()
+    image_pkg = f"linux-image-{abi}"
+    headers_pkg = f"linux-headers-{abi}"
+    version = candidate_version(image_pkg)
+    base = cache_dir() / "kernel" / f"{abi}_{version}"
+    root = extract_debs([image_pkg], base / "image")
+    mods = root / "lib" / "modules" / abi
+    if not (mods / "modules.dep").exists() or (mods / "modules.dep").stat().st_size == 0:
+        run(["depmod", "-b", root, abi], capture=True)
+    hdr_pkgs = [headers_pkg] + [
+        d for d in _depends(headers_pkg) if d.startswith(("linux-headers-", "linux-kbuild-"))
+    ]
+    headers_root = extract_debs(hdr_pkgs, base / "headers")
+    k = LabKernel(abi=abi, version=version, root=root, headers_root=headers_root)
+    _fix_header_links(k)
+    if not k.vmlinuz.exists():
+        raise LabError(f"{k.vmlinuz} missing after extracting {image_pkg}")
+    return k
+
+
+def _fix_header_links(k: LabKernel) -> None:
+    """Debian's headers use absolute symlinks (/usr/lib/linux-kbuild-*); point them in-tree."""
+    for link in [*k.headers.rglob("*")]:
+        if link.is_symlink():
+            target = Path(link.readlink())
+            if target.is_absolute():
+                inside = k.headers_root / target.relative_to("/")
+                link.unlink()
+                link.symlink_to(inside)
+    mk = k.headers / "Makefile"
+    text = mk.read_text()
+    fixed = re.sub(r"^include /usr/", f"include {k.headers_root}/usr/", text, flags=re.M)
+    if fixed != text:
+        mk.write_text(fixed)

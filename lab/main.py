@@ -1,0 +1,104 @@
+"""Entry points behind the invoke tasks."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+from lab.common import REPO, LabError, log, run
+from lab.kernel import lab_kernel
+from lab.kext import build_kext, host_can_load_modules, running_kernel_kdir
+from lab.runner import GUEST_DIR, report
+
+CPUS = ("svm", "vmx")
+
+
+def run_lab(
+    *,
+    cpu: str,
+    argv: list[str],
+    kernel: str | None,
+    timeout: float,
+    boot_timeout: float,
+    memory: str,
+    cpus: int,
+    verbose: bool,
+    build_kext_first: bool,
+    vmx_python: str,
+) -> int:
+    if cpu not in CPUS:
+        raise LabError(f"--cpu must be one of {', '.join(CPUS)}, not {cpu!r}")
+    if not argv:
+        raise LabError("no command given: invoke lab --cpu svm -- COMMAND...")
+    k = lab_kernel(kernel)
+    extra_env: dict[str, str] = {"KVMPORT_LAB_KERNEL": k.abi}
+    if build_kext_first:
+        ko = build_kext(k.headers, quiet=True)
+        extra_env["KVMPORT_KO"] = str(ko)
+        log(f"built {ko.relative_to(REPO)} for {k.abi}")
+    if cpu == "svm":
+        from lab.svm import run_svm
+
+        out, rd = run_svm(
+            k,
+            argv,
+            memory=memory or "2G",
+            cpus=cpus,
+            boot_timeout=boot_timeout or 300,
+            timeout=timeout or 1800,
+            verbose=verbose,
+            extra_env=extra_env,
+        )
+    else:
+        from lab.vmx import run_vmx
+
+        out, rd = run_vmx(
+            k,
+            argv,
+            memory=memory or "1024M",
+            boot_timeout=boot_timeout or 1200,
+            timeout=timeout or 7200,
+            verbose=verbose,
+            extra_env=extra_env,
+            python_dists=vmx_python,
+        )
+    return report(out, rd)
+
+
+def build_and_load(*, kdir: Path | None, lab_kernel: bool, load: bool, cpu: str) -> int:
+    local = host_can_load_modules() and not lab_kernel
+    if kdir is None:
+        if local or (not lab_kernel and running_kernel_kdir().exists()):
+            kdir = running_kernel_kdir()
+        else:
+            kdir = lab_kernel_headers()
+    ko = build_kext(kdir)
+    if not load:
+        return 0
+    check = GUEST_DIR / "kext_check.py"
+    if local:
+        log(f"loading {ko} on this host")
+        try:
+            run([sys.executable, check, ko])
+        except LabError as exc:
+            log(str(exc))
+            return 1
+        return 0
+    log("this host cannot load modules: loading it in the lab instead")
+    return run_lab(
+        cpu=cpu,
+        argv=[f"{shlex.quote(sys.executable)} {shlex.quote(str(check))} {shlex.quote(str(ko))}"],
+        kernel=None,
+        timeout=0,
+        boot_timeout=0,
+        memory="",
+        cpus=2,
+        verbose=False,
+        build_kext_first=True,
+        vmx_python="",
+    )
+
+
+def lab_kernel_headers() -> Path:
+    return lab_kernel().headers

@@ -1,0 +1,122 @@
+"""The SVM lab: QEMU TCG with emulated AMD-V, driven by virtme-ng (host root fs over 9p)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from lab.common import (
+    LAB_BUILD,
+    REPO,
+    TOOLS_COMMON,
+    TOOLS_SVM,
+    LabError,
+    cache_dir,
+    ensure_packages,
+    log,
+    run,
+)
+from lab.kernel import LabKernel
+from lab.runner import (
+    GUEST_DIR,
+    RULES,
+    Outcome,
+    RunDir,
+    make_rundir,
+    process_lines,
+    stop_process,
+    watch_console,
+)
+
+VIRTME_NG = "virtme-ng==1.42"
+QEMU_CPU = "qemu64,+svm,+npt"
+
+
+def virtme_ng_bin() -> Path:
+    """A venv in the cache holding the pinned virtme-ng; return its bin directory."""
+    venv = cache_dir() / VIRTME_NG.replace("==", "-")
+    vng = venv / "bin" / "vng"
+    if not vng.exists():
+        log(f"installing {VIRTME_NG} into {venv}")
+        run([sys.executable, "-m", "venv", venv], capture=True)
+        run([venv / "bin" / "pip", "install", "-q", VIRTME_NG], capture=True)
+    return vng.parent
+
+
+def run_svm(
+    kernel: LabKernel,
+    argv: list[str],
+    *,
+    memory: str,
+    cpus: int,
+    boot_timeout: float,
+    timeout: float,
+    verbose: bool,
+    extra_env: dict[str, str],
+) -> tuple[Outcome, RunDir]:
+    ensure_packages(TOOLS_COMMON + TOOLS_SVM)
+    vbin = virtme_ng_bin()
+    mods = [str(p) for p in kernel.module_deps("kvm_amd")]
+    rd = make_rundir(
+        "svm",
+        argv,
+        kvm_modules=mods,
+        cwd=str(REPO),
+        python=sys.executable,
+        guest_dir=str(GUEST_DIR),
+        rules=[str(r) for r in RULES],
+        extra_env=extra_env,
+    )
+    LAB_BUILD.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        str(vbin / "vng"),
+        "--verbose",  # without it nothing reaches a non-tty stdout
+        "--memory",
+        memory,
+        "--cpus",
+        str(cpus),
+        "--run",
+        str(kernel.vmlinuz),
+        "--disable-kvm",  # the host has no usable KVM for QEMU: TCG
+        f"--qemu-opts=-cpu {QEMU_CPU}",
+        f"--rwdir={REPO / 'build'}",
+        "--cwd",
+        str(REPO),
+        "--exec",
+        f"sh {GUEST_DIR / 'run.sh'} {rd.env_file}",
+    ]
+    env = dict(os.environ, PATH=f"{vbin}{os.pathsep}{os.environ.get('PATH', '')}")
+    log(f"booting the SVM lab: {kernel.abi} under QEMU TCG -cpu {QEMU_CPU}")
+    try:
+        proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            errors="replace",
+            env=env,
+            cwd=REPO,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        raise LabError(f"cannot start vng: {exc}") from exc
+    out = watch_console(
+        process_lines(proc),
+        rd,
+        boot_timeout=boot_timeout,
+        timeout=timeout,
+        verbose=verbose,
+        stop=lambda: _stop(proc),
+    )
+    return out, rd
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    # Give vng a moment to power the guest off by itself, then stop it.
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        stop_process(proc)

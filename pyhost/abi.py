@@ -39,12 +39,17 @@ typedef unsigned int kvmp_u32;
 typedef unsigned long long kvmp_u64;
 int kvmp_ioctl_ptr(int fd, unsigned long request, void *arg);
 int kvmp_ioctl_int(int fd, unsigned long request, unsigned long arg);
+int kvmp_install_kick_handler(int sig);
+int munmap(void *addr, size_t length);
 """
 
 # Wrappers return -errno so that errno never has to cross threads or the GIL.
 _SOURCE = """
 #include <errno.h>
+#include <signal.h>
+#include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include "kvmport/kvmport_ext.h"
 
 static int kvmp_ioctl_ptr(int fd, unsigned long request, void *arg)
@@ -57,6 +62,26 @@ static int kvmp_ioctl_int(int fd, unsigned long request, unsigned long arg)
 {
     int r = ioctl(fd, request, arg);
     return r < 0 ? -errno : r;
+}
+
+/*
+ * A kick is a signal whose only job is to make a blocked KVM_RUN return
+ * -EINTR.  A C handler (not Python's) works on every thread, and no
+ * SA_RESTART so the ioctl is not restarted.
+ */
+static void kvmp_kick_handler(int sig)
+{
+    (void)sig;
+}
+
+static int kvmp_install_kick_handler(int sig)
+{
+    struct sigaction sa;
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = kvmp_kick_handler;
+    sigemptyset(&sa.sa_mask);
+    return sigaction(sig, &sa, NULL) < 0 ? -errno : 0;
 }
 """
 

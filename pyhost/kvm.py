@@ -1,0 +1,161 @@
+"""The system fd: `Kvm` opens the device and answers system ioctls."""
+
+from __future__ import annotations
+
+import enum
+import errno
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from .abi import constants, ffi
+from .errors import KvmError, NoDeviceError, PyhostError
+from .ioctl import kvm_ioctl
+
+DEVICE_ENV = "PYHOST_DEVICE"
+DEFAULT_DEVICES = ("/dev/kvmport", "/dev/kvm")
+API_VERSION = 12
+
+Cap = enum.IntEnum("Cap", {k[4:]: v for k, v in constants("CAP_").items()})  # type: ignore[misc]
+Cap.__doc__ = "KVM_CHECK_EXTENSION capabilities, named as in include/kvmport."
+
+
+@dataclass(frozen=True)
+class CpuidEntry:
+    """One CPUID result (kvm_cpuid_entry2 without its padding)."""
+
+    function: int
+    index: int = 0
+    flags: int = 0
+    eax: int = 0
+    ebx: int = 0
+    ecx: int = 0
+    edx: int = 0
+
+
+def device_candidates(path: str | None = None) -> list[str]:
+    """Where to look for the device: an explicit path, else $PYHOST_DEVICE, else the defaults."""
+    if path:
+        return [path]
+    env = os.environ.get(DEVICE_ENV)
+    if env:
+        return [env]
+    return list(DEFAULT_DEVICES)
+
+
+def _open_device(paths: list[str]) -> tuple[int, str]:
+    tried: list[tuple[str, str]] = []
+    for p in paths:
+        try:
+            return os.open(p, os.O_RDWR | os.O_CLOEXEC), p
+        except OSError as e:
+            tried.append((p, e.strerror or str(e)))
+    raise NoDeviceError(tried)
+
+
+class Kvm:
+    """An open KVM-compatible device (Linux's /dev/kvm or kvmport's /dev/kvmport)."""
+
+    def __init__(self, path: str | None = None) -> None:
+        self.fd, self.path = _open_device(device_candidates(path))
+        try:
+            version = self.get_api_version()
+            if version != API_VERSION:
+                raise PyhostError(
+                    f"{self.path} speaks KVM API version {version}; pyhost needs {API_VERSION}"
+                )
+        except BaseException:
+            os.close(self.fd)
+            raise
+        self._vcpu_mmap_size: int | None = None
+
+    # -- plumbing -------------------------------------------------------
+    def fileno(self) -> int:
+        return self.fd
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> Kvm:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- system ioctls --------------------------------------------------
+    def get_api_version(self) -> int:
+        return kvm_ioctl(self.fd, "GET_API_VERSION")
+
+    @property
+    def api_version(self) -> int:
+        return self.get_api_version()
+
+    def check_extension(self, cap: int) -> int:
+        """KVM_CHECK_EXTENSION: 0 when unsupported, else a positive (often informative) value."""
+        return kvm_ioctl(self.fd, "CHECK_EXTENSION", int(cap))
+
+    def capabilities(self) -> dict[str, int]:
+        """Every capability include/ names, with this device's answer."""
+        return {c.name: self.check_extension(c) for c in Cap}
+
+    def get_vcpu_mmap_size(self) -> int:
+        return kvm_ioctl(self.fd, "GET_VCPU_MMAP_SIZE")
+
+    @property
+    def vcpu_mmap_size(self) -> int:
+        if self._vcpu_mmap_size is None:
+            self._vcpu_mmap_size = self.get_vcpu_mmap_size()
+        return self._vcpu_mmap_size
+
+    def get_msr_index_list(self) -> list[int]:
+        """KVM_GET_MSR_INDEX_LIST, sized by Linux's protocol: ask with 0, get E2BIG and the count."""
+        probe = ffi.new("struct kvmp_msr_list *")
+        try:
+            kvm_ioctl(self.fd, "GET_MSR_INDEX_LIST", probe)
+            return []
+        except KvmError as e:
+            if e.errno != errno.E2BIG:
+                raise
+        n = probe.nmsrs
+        lst = ffi.new("struct kvmp_msr_list *", {"nmsrs": n, "indices": n})
+        kvm_ioctl(self.fd, "GET_MSR_INDEX_LIST", lst)
+        return [lst.indices[i] for i in range(lst.nmsrs)]
+
+    def get_supported_cpuid(self, max_entries: int = 64) -> list[CpuidEntry]:
+        """KVM_GET_SUPPORTED_CPUID, growing the buffer while the device answers E2BIG."""
+        while True:
+            buf = new_cpuid2(max_entries)
+            try:
+                kvm_ioctl(self.fd, "GET_SUPPORTED_CPUID", buf)
+            except KvmError as e:
+                if e.errno != errno.E2BIG or max_entries >= 4096:
+                    raise
+                max_entries *= 2
+                continue
+            return cpuid_entries(buf)
+
+    def create_vm(self, machine_type: int = 0) -> Vm:
+        return Vm(self, kvm_ioctl(self.fd, "CREATE_VM", machine_type))
+
+    def __repr__(self) -> str:
+        return f"Kvm({self.path!r})"
+
+
+_CPUID_FIELDS = ("function", "index", "flags", "eax", "ebx", "ecx", "edx")
+
+
+def new_cpuid2(nent: int, entries: list[CpuidEntry] | None = None) -> Any:
+    """A struct kvmp_cpuid2 with room for nent entries, filled from entries if given."""
+    c = ffi.new("struct kvmp_cpuid2 *", {"nent": nent, "entries": nent})
+    for dst, e in zip(c.entries, entries or [], strict=False):
+        for field in _CPUID_FIELDS:
+            setattr(dst, field, getattr(e, field))
+    return c
+
+
+def cpuid_entries(c: Any) -> list[CpuidEntry]:
+    return [CpuidEntry(*(getattr(e, f) for f in _CPUID_FIELDS)) for e in c.entries[0:c.nent]]
+
+from .vm import Vm  # noqa: E402  (Vm needs Kvm's module loaded first)

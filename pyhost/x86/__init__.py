@@ -1,0 +1,1 @@
+"""x86-specific helpers: CPU mode setup for raw guests."""

@@ -1,0 +1,179 @@
+"""The micro-guests of bintest/, run for real on every --device (Linux KVM is the oracle)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from pyhost import (
+    CpuidEntry, Hlt, Intr, IoIn, IoOut, IrqWindowOpen, MmioRead, MmioWrite, Shutdown, Vcpu,
+)
+from pyhost.exits import Exit
+from pyhost.x86.modes import LOAD_ADDRESS
+
+MAX_EXITS = 10_000
+
+
+def run_collecting_out(vcpu: Vcpu, port: int) -> tuple[bytes, Exit]:
+    """Run until an exit other than OUT to `port`; return the bytes written and that exit."""
+    out = bytearray()
+    for _ in range(MAX_EXITS):
+        ex = vcpu.run()
+        if isinstance(ex, IoOut) and ex.port == port:
+            out += ex.data
+            continue
+        return bytes(out), ex
+    raise AssertionError(f"no stop after {MAX_EXITS} exits")
+
+
+def test_hello_real_mode(raw_guest):
+    g = raw_guest("hello_real")
+    text, last = run_collecting_out(g.vcpu, 0x3F8)
+    assert text == b"Hello from real mode\n"
+    assert isinstance(last, Hlt)
+
+
+def test_rep_outsb_delivers_every_byte(raw_guest):
+    g = raw_guest("rep_outs_real")
+    text, last = run_collecting_out(g.vcpu, 0x3F8)
+    assert text == b"rep outsb\n"
+    assert isinstance(last, Hlt)
+    assert g.vcpu.get_regs().rcx == 0  # REP ran to completion
+
+
+def test_io_in_value_reaches_the_guest(raw_guest):
+    g = raw_guest("io_echo_real")
+    ex = g.vcpu.run()
+    assert isinstance(ex, IoIn) and (ex.port, ex.size, ex.count) == (0x71, 1, 1)
+    ex.data[0] = 0x41
+    ex = g.vcpu.run()
+    assert ex == IoOut(0x70, 1, 1, b"\x42")
+    assert isinstance(g.vcpu.run(), Hlt)
+
+
+def test_demo0_add_stops_on_illegal_instruction(raw_guest, guest_symbols):
+    g = raw_guest("demo0_add")
+    assert isinstance(g.vcpu.run(), Shutdown)
+    r = g.vcpu.get_regs()
+    assert (r.rax, r.rbx, r.rcx) == (4, 5, 9)
+    assert r.rip == guest_symbols("demo0_add")["stop"]
+
+
+def test_demo1_recursive_factorial_protected_mode(raw_guest):
+    g = raw_guest("demo1_fact")
+    assert isinstance(g.vcpu.run(), Hlt)
+    assert g.vcpu.get_regs().rax == 0x375F00
+    assert g.vcpu.get_sregs().cr0 & 1  # it really ran in protected mode
+
+
+def test_long_mode_cpuid_msr_mmio(raw_guest, kvm):
+    signature = b"KVMportTEST!"
+    ebx, ecx, edx = (int.from_bytes(signature[i:i + 4], "little") for i in (0, 4, 8))
+    cpuid = [e for e in kvm.get_supported_cpuid() if not 0x40000000 <= e.function < 0x40000100]
+    cpuid.append(CpuidEntry(0x40000000, eax=0x40000000, ebx=ebx, ecx=ecx, edx=edx))
+    g = raw_guest("long_cpuid_msr_mmio", cpuid=cpuid)
+    vcpu = g.vcpu
+
+    ex = vcpu.run()
+    assert ex == MmioWrite(0x30000000, (0xDEADBEEF).to_bytes(4, "little"))
+    ex = vcpu.run()
+    assert isinstance(ex, MmioRead) and ex.address == 0x30000008 and len(ex.data) == 4
+    ex.data[:] = (0x12345678).to_bytes(4, "little")
+    assert isinstance(vcpu.run(), Hlt)
+
+    r = vcpu.get_regs()
+    assert (r.r8, r.r9, r.r10) == (ebx, ecx, edx)
+    assert r.r11 == 0x0000778811223344
+    assert r.r12 == 0x12345678
+    assert vcpu.get_msrs([0xC0000102]) == {0xC0000102: 0x0000778811223344}
+    assert vcpu.get_sregs().efer & (1 << 10)  # EFER.LMA: it was 64-bit
+
+
+def inject(vcpu: Vcpu, vector: int, ex: Exit) -> Exit:
+    """Deliver one external interrupt the way a VMM without an in-kernel irqchip must."""
+    if not vcpu.ready_for_interrupt_injection:
+        vcpu.request_interrupt_window = True
+        ex = vcpu.run()
+        assert isinstance(ex, IrqWindowOpen), ex
+        vcpu.request_interrupt_window = False
+    vcpu.interrupt(vector)
+    return vcpu.run()
+
+
+@pytest.mark.parametrize("name", ["irq_real", "irq_prot"])
+def test_interrupt_injection_is_counted_by_the_guest_handler(raw_guest, name):
+    g = raw_guest(name)
+    vcpu = g.vcpu
+    ex = vcpu.run()
+    delivered = 0
+    while isinstance(ex, Hlt) and vcpu.if_flag:
+        ex = inject(vcpu, 0x20, ex)
+        delivered += 1
+        assert delivered <= 3, "the guest asked for more interrupts than it counts"
+    assert ex == IoOut(0x10, 1, 1, b"\x03")
+    assert isinstance(vcpu.run(), Hlt)
+    assert not vcpu.if_flag
+    assert vcpu.get_regs().rbx & 0xFFFF == 3
+
+
+def test_triple_fault_is_shutdown(raw_guest, guest_symbols):
+    g = raw_guest("triple_fault")
+    assert isinstance(g.vcpu.run(), Shutdown)
+    assert g.vcpu.get_regs().rip == guest_symbols("triple_fault")["fault"]
+
+
+def test_endless_loop_is_kicked_from_another_thread(raw_guest):
+    g = raw_guest("spin_real")
+    result: list[Exit] = []
+    runner = threading.Thread(target=lambda: result.append(g.vcpu.run()))
+    runner.start()
+    time.sleep(0.3)
+    assert runner.is_alive(), "the endless loop stopped by itself"
+    g.vcpu.kick()
+    runner.join(10)
+    assert not runner.is_alive(), "kick did not stop KVM_RUN"
+    assert result == [Intr()]
+    assert g.vcpu.get_regs().rip == LOAD_ADDRESS  # still inside the one-instruction loop
+    # a kick before run() (immediate_exit) also returns at once, and is then cleared
+    g.vcpu.kick()
+    assert isinstance(g.vcpu.run(), Intr)
+    assert g.vcpu.kvm_run.immediate_exit == 0
+
+
+def test_two_vcpus_of_one_vm_on_two_threads(raw_guest):
+    g = raw_guest("vcpu_id_real", vcpus=2)
+    outputs: dict[int, bytes] = {}
+    errors: list[BaseException] = []
+
+    def drive(vcpu: Vcpu) -> None:
+        try:
+            regs = vcpu.get_regs()
+            regs.rax = 0x40 + vcpu.id
+            vcpu.set_regs(regs)
+            data, last = run_collecting_out(vcpu, 0x10)
+            assert isinstance(last, Hlt)
+            outputs[vcpu.id] = data
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=drive, args=(v,)) for v in g.vcpus]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    assert outputs == {0: b"\x40" * 50, 1: b"\x41" * 50}
+
+
+def test_two_vms_in_one_process(raw_guest):
+    guests = [raw_guest("hello_real"), raw_guest("io_echo_real")]
+    # interleave their exits: neither VM may see the other's state
+    first = guests[1].vcpu.run()
+    assert isinstance(first, IoIn)
+    first.data[0] = 7
+    text, last = run_collecting_out(guests[0].vcpu, 0x3F8)
+    assert guests[1].vcpu.run() == IoOut(0x70, 1, 1, b"\x08")
+    assert text == b"Hello from real mode\n" and isinstance(last, Hlt)
+    assert guests[0].vm.fd != guests[1].vm.fd

@@ -10,8 +10,19 @@
 
 from .errors import GuestMemoryError, KvmError, NoDeviceError, PyhostError
 from .exits import (
-    Exit, FailEntry, Hlt, InternalError, Intr, IoIn, IoOut, IrqWindowOpen, MmioRead, MmioWrite,
-    Shutdown, SystemEvent, Unknown,
+    Exit,
+    FailEntry,
+    Hlt,
+    InternalError,
+    Intr,
+    IoIn,
+    IoOut,
+    IrqWindowOpen,
+    MmioRead,
+    MmioWrite,
+    Shutdown,
+    SystemEvent,
+    Unknown,
 )
 from .kvm import Cap, CpuidEntry, Kvm
 from .vcpu import Vcpu

@@ -110,7 +110,7 @@ class Kvm:
         return self._vcpu_mmap_size
 
     def get_msr_index_list(self) -> list[int]:
-        """KVM_GET_MSR_INDEX_LIST, sized by Linux's protocol: ask with 0, get E2BIG and the count."""
+        """KVM_GET_MSR_INDEX_LIST, sized as Linux does: ask with 0, get E2BIG and the count."""
         probe = ffi.new("struct kvmp_msr_list *")
         try:
             kvm_ioctl(self.fd, "GET_MSR_INDEX_LIST", probe)

@@ -103,7 +103,7 @@ class Vcpu:
         kvm_ioctl(self.fd, "SET_MP_STATE", ffi.new("struct kvmp_mp_state *", {"mp_state": state}))
 
     def get_msrs(self, indices: list[int]) -> dict[int, int]:
-        """KVM_GET_MSRS: values of the MSRs the device could read (it stops at the first it can't)."""
+        """KVM_GET_MSRS: the values the device could read (it stops at the first it can't)."""
         msrs = ffi.new("struct kvmp_msrs *", {"nmsrs": len(indices), "entries": len(indices)})
         for entry, index in zip(msrs.entries, indices, strict=True):
             entry.index = index

@@ -8,7 +8,16 @@ import time
 import pytest
 
 from pyhost import (
-    CpuidEntry, Hlt, Intr, IoIn, IoOut, IrqWindowOpen, MmioRead, MmioWrite, Shutdown, Vcpu,
+    CpuidEntry,
+    Hlt,
+    Intr,
+    IoIn,
+    IoOut,
+    IrqWindowOpen,
+    MmioRead,
+    MmioWrite,
+    Shutdown,
+    Vcpu,
 )
 from pyhost.exits import Exit
 from pyhost.x86.modes import LOAD_ADDRESS

@@ -1,0 +1,161 @@
+"""pyhost's command line: `python -m pyhost --help`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from pathlib import Path
+
+from . import exits
+from .errors import PyhostError
+from .kvm import Cap, Kvm
+from .raw import DEFAULT_MEMORY, load_raw
+from .vcpu import Vcpu
+from .x86.modes import LOAD_ADDRESS, MODES
+
+# exit statuses of run-raw (and later boot)
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_GUEST_FAULT = 0, 1, 2, 3
+
+
+def parse_size(text: str) -> int:
+    """'2M', '512K', '1G', '0x200000' or '4096' as a number of bytes."""
+    m = re.fullmatch(r"(0x[0-9a-fA-F]+|\d+)([KMG]i?B?)?", text.strip(), re.IGNORECASE)
+    if not m:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 2M, 512K or 0x200000)")
+    unit = (m.group(2) or "")[:1].upper()
+    return int(m.group(1), 0) * {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}[unit]
+
+
+def parse_address(text: str) -> int:
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an address: {text!r} (try 0x8000)") from None
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    with Kvm(args.device) as kvm:
+        print(f"device        {kvm.path}")
+        print(f"api version   {kvm.api_version}")
+        print(f"vcpu mmap     {kvm.vcpu_mmap_size} bytes")
+        print(f"msrs listed   {len(kvm.get_msr_index_list())}")
+        print(f"cpuid leaves  {len(kvm.get_supported_cpuid())}")
+        print("capabilities:")
+        for cap in Cap:
+            print(f"  {cap.name:<34} {cap.value:>10}  {kvm.check_extension(cap)}")
+    return EXIT_OK
+
+
+def describe(ex: exits.Exit) -> str:
+    match ex:
+        case exits.IoOut(port, size, count, data):
+            text = data.decode("latin-1").encode("unicode_escape").decode()
+            return f"io out  port={port:#06x} size={size} count={count} data={data.hex()} '{text}'"
+        case exits.IoIn(port, size, count, _):
+            return f"io in   port={port:#06x} size={size} count={count} (answered all-ones)"
+        case exits.MmioWrite(address, data):
+            return f"mmio wr addr={address:#x} len={len(data)} data={data.hex()}"
+        case exits.MmioRead(address, data):
+            return f"mmio rd addr={address:#x} len={len(data)} (answered all-ones)"
+    return repr(ex)
+
+
+def print_registers(vcpu: Vcpu) -> None:
+    r, s = vcpu.get_regs(), vcpu.get_sregs()
+    names = ["rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rsp", "rbp",
+             "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rip", "rflags"]
+    for i in range(0, len(names), 4):
+        print("  " + "  ".join(f"{n:>6}={getattr(r, n):016x}" for n in names[i:i + 4]))
+    print(f"  cr0={s.cr0:#x} cr3={s.cr3:#x} cr4={s.cr4:#x} efer={s.efer:#x} "
+          f"cs={s.cs.selector:#x}(base {s.cs.base:#x})")
+
+
+def cmd_run_raw(args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    try:
+        image = path.read_bytes()
+    except OSError as e:
+        raise PyhostError(f"cannot read {path}: {e.strerror}") from None
+    with Kvm(args.device) as kvm, load_raw(kvm, image, args.mode, entry=args.entry,
+                                           memory=args.mem) as guest:
+        vcpu = guest.vcpu
+        print(f"pyhost: {path.name}: {len(image)} bytes at {args.entry:#x}, {args.mode} mode, "
+              f"{args.mem >> 10} KiB, on {kvm.path}")
+        for n in range(1, args.max_exits + 1):
+            ex = vcpu.run()
+            if not args.quiet or not isinstance(ex, exits.IoOut | exits.IoIn | exits.MmioRead
+                                                 | exits.MmioWrite):
+                print(f"exit {n:>4}: {describe(ex)}")
+            match ex:
+                case exits.IoIn(data=data) | exits.MmioRead(data=data):
+                    data[:] = b"\xff" * len(data)  # no device here: an open bus reads all-ones
+                case exits.IoOut() | exits.MmioWrite():
+                    pass
+                case exits.Hlt():
+                    why = "waits for an interrupt nobody sends" if vcpu.if_flag \
+                        else "with interrupts off"
+                    print(f"stopped: HLT ({why})")
+                    print_registers(vcpu)
+                    return EXIT_OK
+                case exits.Shutdown():
+                    print("stopped: the guest shut down (triple fault: an exception with no "
+                          "working handler)")
+                    print_registers(vcpu)
+                    return EXIT_GUEST_FAULT
+                case _:
+                    print(f"stopped: unhandled exit {ex!r}")
+                    print_registers(vcpu)
+                    return EXIT_ERROR
+        print(f"stopped: still running after {args.max_exits} exits (--max-exits)")
+        print_registers(vcpu)
+        return EXIT_ERROR
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m pyhost",
+        description="pyhost: a Python VMM for KVM-compatible devices (Linux KVM, kvmport).",
+        epilog="Device: --device, else $PYHOST_DEVICE, else /dev/kvmport, then /dev/kvm.",
+    )
+    p.add_argument("--device", metavar="PATH", help="KVM device to open")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    info = sub.add_parser("info", help="show the device, its API version and capabilities")
+    info.set_defaults(func=cmd_info)
+
+    raw = sub.add_parser(
+        "run-raw", help="run a flat binary in real, protected or long mode",
+        description="Load FILE at --entry, start one VCPU there in --mode, print every exit, "
+                    "and print the registers when the guest stops. Port and MMIO reads answer "
+                    "all-ones. Exit status: 0 on HLT, 3 on a triple fault, 1 on anything else.",
+    )
+    raw.add_argument("file", metavar="FILE", help="the raw binary")
+    raw.add_argument("--mode", choices=MODES, required=True,
+                     help="CPU mode: real, protected (flat 32-bit) or long (64-bit, first GiB "
+                          "identity-mapped)")
+    raw.add_argument("--entry", type=parse_address, default=LOAD_ADDRESS,
+                     help=f"load and start address (default {LOAD_ADDRESS:#x})")
+    raw.add_argument("--mem", type=parse_size, default=DEFAULT_MEMORY,
+                     help=f"guest memory from address 0 (default {DEFAULT_MEMORY >> 20}M)")
+    raw.add_argument("--max-exits", type=int, default=100_000,
+                     help="give up after this many exits (default 100000)")
+    raw.add_argument("-q", "--quiet", action="store_true", help="do not print I/O exits")
+    raw.set_defaults(func=cmd_run_raw)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except PyhostError as e:
+        print(f"pyhost: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("pyhost: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (keeps the exit-time flush quiet)
+        return EXIT_OK

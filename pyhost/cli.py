@@ -13,7 +13,7 @@ from .errors import PyhostError
 from .kvm import Cap, Kvm
 from .raw import DEFAULT_MEMORY, load_raw
 from .vcpu import Vcpu
-from .x86.modes import LOAD_ADDRESS, MODES
+from .x86.modes import LOAD_ADDRESS, MODES, trapped_exception
 
 # exit statuses of run-raw (and later boot)
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_GUEST_FAULT = 0, 1, 2, 3
@@ -94,6 +94,13 @@ def cmd_run_raw(args: argparse.Namespace) -> int:
                 case exits.IoOut() | exits.MmioWrite():
                     pass
                 case exits.Hlt():
+                    trapped = trapped_exception(guest.vm, vcpu)
+                    if trapped:
+                        code = "" if trapped.error_code is None \
+                            else f", error code {trapped.error_code:#x}"
+                        print(f"stopped: exception {trapped.name} at {trapped.rip:#x}{code}")
+                        print_registers(vcpu)
+                        return EXIT_GUEST_FAULT
                     why = "waits for an interrupt nobody sends" if vcpu.if_flag \
                         else "with interrupts off"
                     print(f"stopped: HLT ({why})")
@@ -128,8 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     raw = sub.add_parser(
         "run-raw", help="run a flat binary in real, protected or long mode",
         description="Load FILE at --entry, start one VCPU there in --mode, print every exit, "
-                    "and print the registers when the guest stops. Port and MMIO reads answer "
-                    "all-ones. Exit status: 0 on HLT, 3 on a triple fault, 1 on anything else.",
+                    "and print the registers when the guest stops. An exception (with no IDT "
+                    "of the guest's own) stops it where it happened. Port and MMIO reads "
+                    "answer all-ones. Exit status: 0 on HLT, 3 on an exception or triple "
+                    "fault, 1 on anything else.",
     )
     raw.add_argument("file", metavar="FILE", help="the raw binary")
     raw.add_argument("--mode", choices=MODES, required=True,
@@ -157,5 +166,5 @@ def main(argv: list[str] | None = None) -> int:
         print("pyhost: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # output piped into `head` and the like
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (keeps the exit-time flush quiet)
+        sys.stdout = open(os.devnull, "w")  # quiets the flush at exit
         return EXIT_OK

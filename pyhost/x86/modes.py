@@ -5,14 +5,18 @@ memory, below the default load address (LOAD_ADDRESS):
   GDT at 0x1000: 0x08 flat 32-bit code, 0x10 flat data, 0x18 64-bit code
   PML4 at 0x2000, PDPT at 0x3000, PD at 0x4000: the first 1 GiB identity-mapped
   with 2 MiB pages (addresses no slot backs become MMIO exits)
-  IDT at 0x5000: all gates not present, until the guest loads its own.  Any
-  exception then escalates (#NP, #DF) to a triple fault, so the VMM sees
-  Shutdown with RIP at the faulting instruction.  Real mode keeps the IVT at 0.
+  IDT at 0x5000 (real mode: the IVT at 0) whose every vector leads to a stub
+  at TRAP_STUBS + 4 * vector that halts with interrupts off: until the guest
+  loads its own IDT, an exception stops it with every register intact, and
+  `trapped_exception()` tells the vector and where it happened.  (A triple
+  fault would not do: after one, Linux's kvm_amd resets the VCPU, kvm_intel
+  does not.)
 """
 
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..vcpu import Vcpu
@@ -26,8 +30,14 @@ STACK_TOP = 0x8000  # grows down, below the code
 GDT_ADDRESS = 0x1000
 PML4_ADDRESS = 0x2000
 SEL_CODE32, SEL_DATA, SEL_CODE64 = 0x08, 0x10, 0x18
-NULL_IDT_ADDRESS = 0x5000
-LOW_STRUCTURES_END = 0x6000
+IDT_ADDRESS = 0x5000
+TRAP_STUBS = 0x6000
+TRAP_STUB = bytes((0xF4, 0xEB, 0xFD, 0x90))  # 1: hlt; jmp 1b; (pad)
+LOW_STRUCTURES_END = 0x7000
+# exceptions whose frame carries an error code (not in real mode)
+ERROR_CODE_VECTORS = frozenset({8, 10, 11, 12, 13, 14, 17, 21, 29, 30})
+EXCEPTION_NAMES = ("DE", "DB", "NMI", "BP", "OF", "BR", "UD", "NM", "DF", "MP", "TS", "NP",
+                   "SS", "GP", "PF", "15", "MF", "AC", "MC", "XM", "VE", "CP")
 
 CR0_PE, CR0_ET, CR0_PG = 1 << 0, 1 << 4, 1 << 31
 CR4_PAE = 1 << 5
@@ -62,6 +72,58 @@ def _write_gdt(vm: Vm, sregs: Any) -> None:
     sregs.gdt.base, sregs.gdt.limit = GDT_ADDRESS, len(GDT) - 1
 
 
+def _write_trap_idt(vm: Vm, mode: Mode, sregs: Any) -> None:
+    vm.write(TRAP_STUBS, TRAP_STUB * 256)
+    if mode == "real":
+        ivt = b"".join(struct.pack("<HH", TRAP_STUBS + 4 * v, 0) for v in range(256))
+        vm.write(0, ivt)
+        sregs.idt.base, sregs.idt.limit = 0, len(ivt) - 1
+        return
+    gates = []
+    for v in range(256):
+        target = TRAP_STUBS + 4 * v
+        if mode == "long":  # 64-bit interrupt gate
+            gates.append(struct.pack("<HHHHII", target & 0xFFFF, SEL_CODE64, 0x8E00,
+                                     target >> 16, 0, 0))
+        else:  # 32-bit interrupt gate
+            gates.append(struct.pack("<HHHH", target & 0xFFFF, SEL_CODE32, 0x8E00,
+                                     target >> 16))
+    idt = b"".join(gates)
+    vm.write(IDT_ADDRESS, idt)
+    sregs.idt.base, sregs.idt.limit = IDT_ADDRESS, len(idt) - 1
+
+
+@dataclass(frozen=True)
+class TrappedException:
+    """An exception that reached the VMM's trap IDT."""
+
+    vector: int
+    rip: int  # where it happened (the faulting instruction, for faults)
+    error_code: int | None
+
+    @property
+    def name(self) -> str:
+        n = EXCEPTION_NAMES[self.vector] if self.vector < len(EXCEPTION_NAMES) else "?"
+        return f"#{n} (vector {self.vector})"
+
+
+def trapped_exception(vm: Vm, vcpu: Vcpu) -> TrappedException | None:
+    """If the VCPU is halted in a trap stub, the exception that brought it there."""
+    regs, sregs = vcpu.get_regs(), vcpu.get_sregs()
+    linear = sregs.cs.base + regs.rip - 1  # HLT has been executed: RIP is past it
+    vector, offset = divmod(linear - TRAP_STUBS, len(TRAP_STUB))
+    if not 0 <= vector < 256 or offset != 0:
+        return None
+    long_mode = bool(sregs.efer & EFER_LMA)
+    width = 8 if long_mode else 4 if sregs.cr0 & CR0_PE else 2
+    sp = regs.rsp & 0xFFFF if width == 2 else regs.rsp
+    frame = vm.read(sregs.ss.base + sp, 2 * width)
+    words = [int.from_bytes(frame[i:i + width], "little") for i in (0, width)]
+    if width != 2 and vector in ERROR_CODE_VECTORS:
+        return TrappedException(vector, words[1], words[0])
+    return TrappedException(vector, words[0], None)
+
+
 def _write_page_tables(vm: Vm) -> int:
     pdpt, pd = PML4_ADDRESS + 0x1000, PML4_ADDRESS + 0x2000
     present_rw = 0x3
@@ -85,13 +147,9 @@ def setup_mode(vm: Vm, vcpu: Vcpu, mode: Mode, entry: int = LOAD_ADDRESS,
         for seg in (sregs.cs, sregs.ds, sregs.es, sregs.fs, sregs.gs, sregs.ss):
             seg.selector, seg.base = 0, 0
         sregs.cs.selector, sregs.cs.base = cs, cs << 4
-        sregs.idt.base, sregs.idt.limit = 0, 0x3FF
         regs.rip = entry - (cs << 4)
     else:
         _write_gdt(vm, sregs)
-        gate_size = 16 if mode == "long" else 8
-        vm.write(NULL_IDT_ADDRESS, bytes(256 * gate_size))
-        sregs.idt.base, sregs.idt.limit = NULL_IDT_ADDRESS, 256 * gate_size - 1
         sregs.cr0 = CR0_PE | CR0_ET
         if mode == "protected":
             _flat(sregs.cs, SEL_CODE32, 0xB, db=1)
@@ -106,6 +164,7 @@ def setup_mode(vm: Vm, vcpu: Vcpu, mode: Mode, entry: int = LOAD_ADDRESS,
         for seg in (sregs.ds, sregs.es, sregs.fs, sregs.gs, sregs.ss):
             _flat(seg, SEL_DATA, 0x3, db=1)
         regs.rip = entry
+    _write_trap_idt(vm, mode, sregs)
     regs.rsp = stack
     regs.rflags = RFLAGS_RESERVED
     vcpu.set_sregs(sregs)

@@ -30,9 +30,9 @@ def test_run_raw_demo0_prints_the_registers_at_the_stop(device, capsys):
     status = main(["--device", device, "run-raw", str(build("demo0_add")), "--mode", "protected"])
     out = capsys.readouterr().out
     assert status == EXIT_GUEST_FAULT
-    assert "triple fault" in out
+    assert "stopped: exception #UD (vector 6) at 0x800e" in out
     assert "rax=0000000000000004" in out and "rbx=0000000000000005" in out
-    assert "rcx=0000000000000009" in out and "rip=000000000000800e" in out
+    assert "rcx=0000000000000009" in out
 
 
 def test_run_raw_hello_prints_each_exit(device, capsys):

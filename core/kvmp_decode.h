@@ -1,0 +1,42 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * A small x86 decoder for the instructions guests use to touch MMIO: MOV to
+ * and from memory (register or immediate), MOVZX and MOVSX loads, and the
+ * MOV moffs forms.  The faulting guest-physical address comes from the
+ * hardware, so only the length and the register side of the access matter.
+ * Pure logic: it builds in the kernel and as a userspace library for tests.
+ */
+#ifndef KVMPORT_CORE_KVMP_DECODE_H
+#define KVMPORT_CORE_KVMP_DECODE_H
+
+#include "kvmp_os.h"
+
+#define KVMP_INSN_MAX_LEN 15
+
+enum kvmp_insn_kind {
+	KVMP_INSN_STORE = 1,	/* the guest writes memory */
+	KVMP_INSN_LOAD = 2,	/* the guest reads memory into a register */
+};
+
+struct kvmp_insn {
+	u8 length;		/* bytes, prefixes included */
+	u8 kind;		/* enum kvmp_insn_kind */
+	u8 mem_size;		/* bytes of memory accessed: 1, 2, 4 or 8 */
+	u8 reg;			/* GPR index 0-15 (RAX=0 ... R15=15) */
+	u8 reg_size;		/* bytes of that register written or read */
+	bool reg_high_byte;	/* AH, CH, DH or BH: bits 15:8 of reg 0-3 */
+	bool has_imm;		/* a store of an immediate, not of reg */
+	bool sign_extend;	/* MOVSX: sign-extend mem_size to reg_size */
+	u64 imm;		/* the immediate, truncated to mem_size */
+};
+
+/* cpu_mode: 16, 32 or 64 (the default operand size of the code segment) */
+int kvmp_decode_mov(const u8 *code, unsigned int avail, int cpu_mode,
+		    struct kvmp_insn *insn);
+
+/* merge a loaded value into a register as the instruction would */
+u64 kvmp_insn_load_result(const struct kvmp_insn *insn, u64 old, u64 data);
+/* the value a store writes, from the register's current contents */
+u64 kvmp_insn_store_value(const struct kvmp_insn *insn, u64 reg_value);
+
+#endif /* KVMPORT_CORE_KVMP_DECODE_H */

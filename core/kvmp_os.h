@@ -1,0 +1,131 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * The OS contract: everything the portable core needs from a host kernel.
+ *
+ * A new host port is "implement this header" (lkm/kvmp_os_linux.c is the Linux
+ * one).  The core includes no OS header; it sees the host only through these
+ * functions and the fixed-width types below.
+ *
+ * Context rules: functions marked "may sleep" must not be called with
+ * preemption or interrupts disabled; the rest are safe anywhere.
+ */
+#ifndef KVMPORT_CORE_KVMP_OS_H
+#define KVMPORT_CORE_KVMP_OS_H
+
+#include <kvmport/kvmport.h>
+
+#if defined(__KERNEL__) && defined(__linux__)
+#include <linux/types.h>	/* u8..u64, bool: the kernel's own */
+#else
+#include <stdbool.h>		/* freestanding headers: fine in any kernel */
+#include <stddef.h>
+typedef kvmp_u8 u8;
+typedef kvmp_u16 u16;
+typedef kvmp_u32 u32;
+typedef kvmp_u64 u64;
+#endif
+
+#define KVMP_PAGE_SIZE	4096UL
+#define KVMP_PAGE_SHIFT	12
+
+/* errno values the core returns (negated), as Linux numbers them */
+#define KVMP_EPERM	1
+#define KVMP_ENOENT	2
+#define KVMP_EINTR	4
+#define KVMP_EIO	5
+#define KVMP_ENXIO	6
+#define KVMP_E2BIG	7
+#define KVMP_EBADF	9
+#define KVMP_EAGAIN	11
+#define KVMP_ENOMEM	12
+#define KVMP_EFAULT	14
+#define KVMP_EBUSY	16
+#define KVMP_EEXIST	17
+#define KVMP_ENODEV	19
+#define KVMP_EINVAL	22
+#define KVMP_ENOSPC	28
+#define KVMP_ENOTTY	25
+#define KVMP_EOPNOTSUPP	95
+
+/* --- memory --------------------------------------------------------------- */
+/* Zeroed kernel memory; may sleep.  NULL on failure. */
+void *kvmp_os_zalloc(unsigned long size);
+void kvmp_os_free(void *p);
+
+/*
+ * Zeroed, physically contiguous, page-aligned memory of npages pages, with
+ * its host-physical address; may sleep.  For hardware structures (VMCB,
+ * permission maps, nested page tables).
+ */
+void *kvmp_os_alloc_pages(unsigned int npages, u64 *pa);
+void kvmp_os_free_pages(void *va, unsigned int npages);
+
+/* --- user memory ------------------------------------------------------------ */
+/*
+ * Pin the user page at uaddr of the calling process (writable if write) and
+ * return an opaque handle and its host-physical address; may sleep.
+ */
+struct kvmp_os_pin;
+int kvmp_os_pin_user_page(u64 uaddr, bool write, struct kvmp_os_pin **pin,
+			  u64 *pa);
+void kvmp_os_unpin_user_page(struct kvmp_os_pin *pin, bool dirty);
+
+/* Copy to/from the calling process; 0 or -KVMP_EFAULT; may sleep. */
+int kvmp_os_copy_from_user(void *dst, u64 usrc, unsigned long n);
+int kvmp_os_copy_to_user(u64 udst, const void *src, unsigned long n);
+
+/* --- locks ---------------------------------------------------------------- */
+struct kvmp_os_mutex;	/* a sleeping lock */
+struct kvmp_os_mutex *kvmp_os_mutex_create(void);
+void kvmp_os_mutex_destroy(struct kvmp_os_mutex *m);
+void kvmp_os_mutex_lock(struct kvmp_os_mutex *m);	/* may sleep */
+void kvmp_os_mutex_unlock(struct kvmp_os_mutex *m);
+
+/* --- CPUs, preemption, interrupts ------------------------------------------- */
+int kvmp_os_cpu(void);			/* the current CPU; call with preemption off */
+int kvmp_os_cpu_count(void);		/* highest possible CPU number + 1 */
+void kvmp_os_preempt_disable(void);
+void kvmp_os_preempt_enable(void);
+unsigned long kvmp_os_irq_save(void);
+void kvmp_os_irq_restore(unsigned long flags);
+void kvmp_os_irq_enable(void);	/* for the guest-entry window only */
+void kvmp_os_irq_disable(void);
+
+/*
+ * Run fn(arg) on every online CPU with preemption off and wait; returns the
+ * first non-zero result.  Used to turn virtualisation on and off per CPU and
+ * to force every CPU out of guest mode.  May sleep.
+ */
+int kvmp_os_on_each_cpu(int (*fn)(void *arg), void *arg);
+
+/* --- the FPU ---------------------------------------------------------------- */
+/*
+ * Between begin and end the core owns the FPU/SSE/AVX registers: the host's
+ * user state is saved and will be restored when the thread returns to user
+ * mode.  begin disables preemption; end enables it.
+ */
+void kvmp_os_fpu_begin(void);
+void kvmp_os_fpu_end(void);
+
+/* --- scheduling ------------------------------------------------------------- */
+bool kvmp_os_signal_pending(void);	/* a signal waits for the calling thread */
+void kvmp_os_cond_resched(void);	/* may sleep */
+
+/* --- logging ---------------------------------------------------------------- */
+#define KVMP_LOG_ERR	3
+#define KVMP_LOG_WARN	4
+#define KVMP_LOG_INFO	6
+#define KVMP_LOG_DEBUG	7
+void kvmp_os_log(int level, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+#define kvmp_err(...)	kvmp_os_log(KVMP_LOG_ERR, __VA_ARGS__)
+#define kvmp_warn(...)	kvmp_os_log(KVMP_LOG_WARN, __VA_ARGS__)
+#define kvmp_info(...)	kvmp_os_log(KVMP_LOG_INFO, __VA_ARGS__)
+#define kvmp_debug(...)	kvmp_os_log(KVMP_LOG_DEBUG, __VA_ARGS__)
+
+/* --- string helpers (the core has no libc) ---------------------------------- */
+void *kvmp_os_memset(void *p, int c, unsigned long n);
+void *kvmp_os_memcpy(void *dst, const void *src, unsigned long n);
+
+#endif /* KVMPORT_CORE_KVMP_OS_H */

@@ -123,6 +123,8 @@ def build_kernel(jobs: int) -> Path:
 def build_init(out: Path) -> Path:
     init = out / "init"
     _run(["gcc", *INIT_CFLAGS, "-o", init, HERE / "init.c"])
+    # gen_init_cpio stores a regular file's own mtime (-t covers only dirs and nodes).
+    os.utime(init, (SOURCE_DATE_EPOCH, SOURCE_DATE_EPOCH))
     return init
 
 

@@ -73,7 +73,7 @@ TOOLS_COMMON: list[tuple[str, str]] = [
 TOOLS_SVM: list[tuple[str, str]] = [("/usr/bin/qemu-system-x86_64", "qemu-system-x86")]
 TOOLS_VMX: list[tuple[str, str]] = [
     ("/usr/bin/bochs", "bochs"),
-    ("/usr/lib/bochs/plugins/libbx_term.so", "bochs-term"),
+    ("/usr/lib/x86_64-linux-gnu/bochs/plugins/libbx_term_gui.so", "bochs-term"),
     ("/usr/share/bochs/BIOS-bochs-latest", "bochsbios"),
     ("/usr/share/vgabios/vgabios.bin", "vgabios"),
     ("/usr/bin/syslinux", "syslinux"),
@@ -115,16 +115,33 @@ def ensure_packages(tools: list[tuple[str, str]]) -> None:
         raise LabError(f"packages installed but files still missing: {still}")
 
 
+_CANDIDATES: dict[str, str] = {}
+
+
+def candidate_versions(pkgs: Sequence[str]) -> dict[str, str]:
+    """Versions apt would install (one apt-cache call for all, memoised per process)."""
+    todo = [p for p in pkgs if p not in _CANDIDATES]
+    if todo:
+        out = run(["apt-cache", "policy", *todo], capture=True)
+        current = None
+        for line in out.splitlines():
+            if line and not line[0].isspace() and line.rstrip().endswith(":"):
+                current = line.rstrip()[:-1]
+            elif current and line.strip().startswith("Candidate:"):
+                ver = line.split(":", 1)[1].strip()
+                if ver and ver != "(none)":
+                    _CANDIDATES[current] = ver
+    missing = [p for p in pkgs if p not in _CANDIDATES]
+    if missing:
+        raise LabError(
+            f"apt knows no candidate version of {' '.join(missing)} (run apt-get update?)"
+        )
+    return {p: _CANDIDATES[p] for p in pkgs}
+
+
 def candidate_version(pkg: str) -> str:
     """Version apt would install for pkg (its candidate)."""
-    out = run(["apt-cache", "policy", pkg], capture=True)
-    for line in out.splitlines():
-        line = line.strip()
-        if line.startswith("Candidate:"):
-            ver = line.split(":", 1)[1].strip()
-            if ver and ver != "(none)":
-                return ver
-    raise LabError(f"apt knows no candidate version of {pkg} (run apt-get update?)")
+    return candidate_versions([pkg])[pkg]
 
 
 def fetch_deb(pkg: str) -> Path:
@@ -146,7 +163,7 @@ def fetch_deb(pkg: str) -> Path:
 
 def extract_debs(pkgs: Sequence[str], dest: Path) -> Path:
     """Extract the given packages into dest once (marker file keyed by versions)."""
-    versions = ",".join(f"{p}={candidate_version(p)}" for p in pkgs)
+    versions = ",".join(f"{p}={v}" for p, v in candidate_versions(pkgs).items())
     marker = dest / ".extracted"
     if marker.exists() and marker.read_text() == versions:
         return dest

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab.common import LabError, cache_dir, candidate_version, extract_debs, run
+from lab.common import LabError, cache_dir, candidate_versions, extract_debs, run
 
 META_PACKAGE = "linux-image-amd64"
 
@@ -21,9 +21,18 @@ def resolve_abi(meta: str = META_PACKAGE) -> str:
     raise LabError(f"cannot resolve the kernel ABI from `apt-cache depends {meta}`:\n{out}")
 
 
-def _depends(pkg: str) -> list[str]:
+def _header_packages(abi: str) -> list[str]:
+    """linux-headers-<abi> and the -common/kbuild packages it depends on (cached)."""
+    memo = cache_dir() / "kernel" / f"headers-packages-{abi}.txt"
+    if memo.exists():
+        return memo.read_text().split()
+    pkg = f"linux-headers-{abi}"
     out = run(["apt-cache", "depends", pkg], capture=True)
-    return re.findall(r"^\s*Depends:\s*(\S+)", out, re.M)
+    deps = re.findall(r"^\s*Depends:\s*(\S+)", out, re.M)
+    pkgs = [pkg] + [d for d in deps if d.startswith(("linux-headers-", "linux-kbuild-"))]
+    memo.parent.mkdir(parents=True, exist_ok=True)
+    memo.write_text("\n".join(pkgs) + "\n")
+    return pkgs
 
 
 @dataclass(frozen=True)
@@ -81,19 +90,19 @@ def lab_kernel(abi: str | None = None) -> LabKernel:
     """Download and extract (once, cached by version) the lab kernel and its headers."""
     abi = abi or resolve_abi()
     image_pkg = f"linux-image-{abi}"
-    headers_pkg = f"linux-headers-{abi}"
-    version = candidate_version(image_pkg)
+    hdr_pkgs = _header_packages(abi)
+    version = candidate_versions([image_pkg, *hdr_pkgs])[image_pkg]
     base = cache_dir() / "kernel" / f"{abi}_{version}"
     root = extract_debs([image_pkg], base / "image")
     mods = root / "lib" / "modules" / abi
     if not (mods / "modules.dep").exists() or (mods / "modules.dep").stat().st_size == 0:
         run(["depmod", "-b", root, abi], capture=True)
-    hdr_pkgs = [headers_pkg] + [
-        d for d in _depends(headers_pkg) if d.startswith(("linux-headers-", "linux-kbuild-"))
-    ]
     headers_root = extract_debs(hdr_pkgs, base / "headers")
     k = LabKernel(abi=abi, version=version, root=root, headers_root=headers_root)
-    _fix_header_links(k)
+    fixed = headers_root / ".links-fixed"
+    if not fixed.exists():
+        _fix_header_links(k)
+        fixed.touch()
     if not k.vmlinuz.exists():
         raise LabError(f"{k.vmlinuz} missing after extracting {image_pkg}")
     return k

@@ -25,7 +25,7 @@ def run_lab(
     cpus: int,
     verbose: bool,
     build_kext_first: bool,
-    vmx_python: str,
+    pip: str,
 ) -> int:
     if cpu not in CPUS:
         raise LabError(f"--cpu must be one of {', '.join(CPUS)}, not {cpu!r}")
@@ -49,6 +49,7 @@ def run_lab(
             timeout=timeout or 1800,
             verbose=verbose,
             extra_env=extra_env,
+            pip=pip,
         )
     else:
         from lab.vmx import run_vmx
@@ -61,7 +62,7 @@ def run_lab(
             timeout=timeout or 7200,
             verbose=verbose,
             extra_env=extra_env,
-            python_dists=vmx_python,
+            pip=pip,
         )
     return report(out, rd)
 
@@ -88,7 +89,7 @@ def build_and_load(*, kdir: Path | None, lab_kernel: bool, load: bool, cpu: str)
     log("this host cannot load modules: loading it in the lab instead")
     return run_lab(
         cpu=cpu,
-        argv=[f"{shlex.quote(sys.executable)} {shlex.quote(str(check))} {shlex.quote(str(ko))}"],
+        argv=[f"python {shlex.quote(str(check))} {shlex.quote(str(ko))}"],
         kernel=None,
         timeout=0,
         boot_timeout=0,
@@ -96,7 +97,7 @@ def build_and_load(*, kdir: Path | None, lab_kernel: bool, load: bool, cpu: str)
         cpus=2,
         verbose=False,
         build_kext_first=True,
-        vmx_python="",
+        pip="",
     )
 
 

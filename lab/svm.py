@@ -19,6 +19,7 @@ from lab.common import (
     run,
 )
 from lab.kernel import LabKernel
+from lab.pyenv import lab_python
 from lab.runner import (
     GUEST_DIR,
     RULES,
@@ -55,6 +56,7 @@ def run_svm(
     timeout: float,
     verbose: bool,
     extra_env: dict[str, str],
+    pip: str = "",
 ) -> tuple[Outcome, RunDir]:
     ensure_packages(TOOLS_COMMON + TOOLS_SVM)
     vbin = virtme_ng_bin()
@@ -64,7 +66,7 @@ def run_svm(
         argv,
         kvm_modules=mods,
         cwd=str(REPO),
-        python=sys.executable,
+        python=str(lab_python(pip)),
         guest_dir=str(GUEST_DIR),
         rules=[str(r) for r in RULES],
         extra_env=extra_env,
@@ -80,6 +82,7 @@ def run_svm(
         "--run",
         str(kernel.vmlinuz),
         "--disable-kvm",  # the host has no usable KVM for QEMU: TCG
+        "--force-9p",  # virtiofsd cannot start here; skip its retries
         f"--qemu-opts=-cpu {QEMU_CPU}",
         f"--rwdir={REPO / 'build'}",
         "--cwd",

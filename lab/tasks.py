@@ -31,7 +31,8 @@ def _argv_after_dashes(c: Context) -> list[str]:
         "cpus": "guest CPUs (svm only; default 2)",
         "verbose": "also stream the guest's boot log",
         "no_kext": "do not build lkm/ for the lab kernel before booting",
-        "vmx_python": "vmx: which Python distributions to pack (default: project's deps + pytest)",
+        "pip": "extra pip requirements for the lab's Python (comma separated); it always has "
+        "pyproject's dependencies + dev extras (minus ruff/mypy/invoke) and pytest",
     },
 )
 def lab(
@@ -44,7 +45,7 @@ def lab(
     cpus: int = 2,
     verbose: bool = False,
     no_kext: bool = False,
-    vmx_python: str = "",
+    pip: str = "",
 ) -> None:
     """Boot a lab machine and run COMMAND in it: invoke lab --cpu svm|vmx -- COMMAND...
 
@@ -69,7 +70,7 @@ def lab(
             cpus=cpus,
             verbose=verbose,
             build_kext_first=not no_kext,
-            vmx_python=vmx_python,
+            pip=pip,
         )
     except LabError as exc:
         raise Exit(f"lab: {exc}", code=125) from None
@@ -106,3 +107,14 @@ def build_kext(
         raise Exit(f"build-kext: {exc}", code=125) from None
     if status:
         raise Exit(code=status)
+
+
+@task
+def checkpatch(c: Context) -> None:
+    """Run Linux's checkpatch.pl --no-tree --strict on lkm/*.c|h (script cached from linux-source)."""
+    from lab.checkpatch import run_checkpatch
+
+    try:
+        run_checkpatch()
+    except LabError as exc:
+        raise Exit(f"checkpatch: {exc}", code=1) from None

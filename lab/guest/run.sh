@@ -6,8 +6,10 @@
 # Protocol on the console: @@KVMPORT-LAB-START@@, then the command's output,
 # then dmesg between DMESG-BEGIN/END markers, then @@KVMPORT-LAB-EXIT=<status>@@.
 
+set -a
 . "$1"
-export KVMPORT_LAB PATH HOME=/root
+set +a
+export HOME=/root
 
 up() { cut -d' ' -f1 /proc/uptime; }
 

@@ -2,8 +2,9 @@
  * kvmport bootfd init: PID 1 of the bootfd.img initramfs (i386, freestanding).
  *
  * Prints a banner, runs a short self-check of the machine (kernel version, memory size,
- * timer interrupts ticking, serial console input) and powers off.  With `kvmport.shell=1`
- * on the kernel command line it runs a tiny built-in shell on the console instead.
+ * timer interrupts ticking, serial console input) and powers off (a halt: there is no ACPI),
+ * or reboots with `kvmport.end=reboot`.  With `kvmport.shell=1` on the kernel command line
+ * it runs a tiny built-in shell on the console instead.
  *
  * There is no i386 C library on the build host (Debian's musl-tools is amd64 only), so this
  * talks to the kernel directly through `int $0x80`: a few KB, no libc, no dynamic memory.
@@ -458,6 +459,11 @@ void init_main(void)
 	if (cmdline_has("kvmport.shell=1"))
 		shell();
 	self_check();
+	if (cmdline_has("kvmport.end=reboot")) {
+		/* With reboot=t the kernel triple-faults at once: KVM_EXIT_SHUTDOWN for a VMM. */
+		puts_(TAG "rebooting\n");
+		SYS(reboot, REBOOT_MAGIC1, REBOOT_MAGIC2, RB_AUTOBOOT);
+	}
 	power_off();
 }
 

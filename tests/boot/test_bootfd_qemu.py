@@ -97,3 +97,72 @@ def test_bootfd_boots_on_qemu_bios_floppy(tmp_path: Path) -> None:
     assert f"kvmport bootfd: console input: '{INPUT_LINE}'" in out, out
     assert "kvmport bootfd: self-check PASS" in out, out
     assert "kvmport bootfd: powering off" in out
+
+
+def _extract(tmp_path: Path, label: str | None) -> tuple[Path, Path, str]:
+    """Kernel, initrd and command line of `label`, read from the image with pyhost.boot."""
+    from pyhost.boot.bootcfg import find_boot_entry
+    from pyhost.boot.fat import FatImage
+
+    fs = FatImage(IMAGE.read_bytes())
+    entry = find_boot_entry(fs, label)
+    assert entry.initrd is not None
+    kernel, initrd = tmp_path / "vmlinuz", tmp_path / "initrd.gz"
+    kernel.write_bytes(fs.read_file(entry.kernel))
+    initrd.write_bytes(fs.read_file(entry.initrd))
+    return kernel, initrd, entry.cmdline
+
+
+def _qemu_direct(
+    kernel: Path, initrd: Path, cmdline: str, stdin: int = subprocess.PIPE
+) -> subprocess.Popen[bytes]:
+    if shutil.which(QEMU) is None:
+        pytest.fail(f"{QEMU} not found: install Debian's qemu-system-x86 package")
+    cmd = [
+        QEMU, "-kernel", str(kernel), "-initrd", str(initrd), "-append", cmdline,
+        "-m", "32", "-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot",
+    ]  # fmt: skip
+    return subprocess.Popen(cmd, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def test_bootfd_reboot_ends_qemu_by_triple_fault(tmp_path: Path) -> None:
+    """kvmport.end=reboot with the image's reboot=t: the guest resets and QEMU (-no-reboot)
+    exits by itself, the way a VMM sees KVM_EXIT_SHUTDOWN."""
+    kernel, initrd, cmdline = _extract(tmp_path, None)
+    assert "reboot=t" in cmdline.split()
+    # No console input (stdin is /dev/null): the self-check reports 'no input'.
+    proc = _qemu_direct(kernel, initrd, cmdline + " kvmport.end=reboot", subprocess.DEVNULL)
+    try:
+        out, _ = proc.communicate(timeout=TIMEOUT_S)
+    finally:
+        proc.kill()
+    text = out.decode("latin-1")
+    assert proc.returncode == 0, text
+    assert "kvmport bootfd: console input: no input" in text
+    assert "kvmport bootfd: self-check PASS" in text
+    assert "kvmport bootfd: rebooting" in text
+
+
+def test_bootfd_shell_label(tmp_path: Path) -> None:
+    kernel, initrd, cmdline = _extract(tmp_path, "shell")
+    assert "kvmport.shell=1" in cmdline.split()
+    proc = _qemu_direct(kernel, initrd, cmdline)
+    log = SerialLog(proc)
+    deadline = time.monotonic() + TIMEOUT_S
+    assert proc.stdin is not None
+    try:
+        assert log.wait_for("kvmport bootfd: shell", deadline) is not None, log.text()
+        for line in ("echo shell works", "cat /proc/version", "ls /dev", "poweroff"):
+            proc.stdin.write(line.encode() + b"\n")
+            proc.stdin.flush()
+            time.sleep(0.3)
+        assert log.wait_for("System halted", deadline) is not None, log.text()
+    finally:
+        proc.kill()
+        proc.wait()
+        log.thread.join(timeout=5)
+    out = log.text()
+    assert "shell works" in out.replace("echo shell works", "")
+    assert "Linux version 6.1." in out
+    assert "ttyS0" in out
+    assert "self-check" not in out

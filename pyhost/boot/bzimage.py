@@ -406,3 +406,26 @@ def build_boot_params(
         )
     bp[BP_SENTINEL] = 0  # a sentinel of 0xff would make the kernel wipe the "broken" fields
     return bytes(bp)
+
+
+# ---- CPU state at the kernel's entry (boot.rst, "32-bit boot protocol" / "64-bit") ----
+
+BOOT_CS = 0x10  # __BOOT_CS: the GDT must have a flat 4 GiB code segment here
+BOOT_DS = 0x18  # __BOOT_DS: and a flat 4 GiB read/write data segment here
+GDT_CODE32 = 0x00CF9A000000FFFF  # base 0, limit 4 GiB, 32-bit, execute/read
+GDT_CODE64 = 0x00AF9A000000FFFF  # base 0, limit 4 GiB, long mode (L=1), execute/read
+GDT_DATA = 0x00CF92000000FFFF  # base 0, limit 4 GiB, read/write
+
+
+def boot_gdt(long_mode: bool = False) -> bytes:
+    """A 4-entry GDT (32 bytes) with the flat segments the entry expects at 0x10 and 0x18."""
+    code = GDT_CODE64 if long_mode else GDT_CODE32
+    return struct.pack("<4Q", 0, 0, code, GDT_DATA)
+
+
+def entry_registers(plan: LoadPlan) -> dict[str, int]:
+    """General registers at the entry: ESI/RSI = zero page, EBP, EDI, EBX zero; the VMM also
+    loads CS=BOOT_CS, DS=ES=SS=BOOT_DS, clears IF, and turns paging off for the 32-bit entry
+    (identity-mapped long mode for the 64-bit one)."""
+    return {"rip": plan.entry, "rsi": plan.zero_page_addr, "rbp": 0, "rdi": 0, "rbx": 0,
+            "rflags": 0x2}  # fmt: skip

@@ -256,3 +256,19 @@ def test_fuzz_header_raises_only_booterror(
         assert len(build_boot_params(k, plan)) == 4096
     except BootError:
         pass
+
+
+def test_boot_gdt_and_entry_registers(bootfd_kernel: BzImage) -> None:
+    from pyhost.boot.bzimage import BOOT_CS, BOOT_DS, boot_gdt, entry_registers
+
+    gdt = boot_gdt()
+    assert len(gdt) == 32 and gdt[:16] == bytes(16)
+    code, data = (
+        struct.unpack_from("<QQ", gdt, BOOT_CS)[0],
+        struct.unpack_from("<Q", gdt, BOOT_DS)[0],
+    )
+    assert (code >> 40) & 0xFF == 0x9A and (data >> 40) & 0xFF == 0x92  # present, ring 0
+    assert (code >> 52) & 0xF == 0xC  # G=1, D=1 (32-bit)
+    assert (struct.unpack_from("<Q", boot_gdt(True), BOOT_CS)[0] >> 52) & 0xF == 0xA  # G, L
+    regs = entry_registers(plan_load(bootfd_kernel, 64 * MiB))
+    assert regs["rip"] == 0x100000 and regs["rsi"] == ZERO_PAGE_ADDR and regs["rflags"] == 2

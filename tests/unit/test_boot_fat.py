@@ -137,10 +137,10 @@ def test_reads_mkfs_fat_and_mcopy_images(tmp_path: Path, fat_bits: int, size_kib
         build_fat_image(FILES, size=size_kib * 1024, sectors_per_cluster=1 if fat_bits == 12 else 4)
     )
     if shutil.which("fsck.fat"):
-        r = subprocess.run(["fsck.fat", "-n", str(built)], capture_output=True, text=True)
-        assert r.returncode == 0, r.stdout + r.stderr
-    r = subprocess.run(["mtype", "-i", str(built), "::/sub/dir/deep.bin"], capture_output=True)
-    assert r.stdout == FILES["/sub/dir/deep.bin"]
+        fsck = subprocess.run(["fsck.fat", "-n", str(built)], capture_output=True, text=True)
+        assert fsck.returncode == 0, fsck.stdout + fsck.stderr
+    mtype = subprocess.run(["mtype", "-i", str(built), "::/sub/dir/deep.bin"], capture_output=True)
+    assert mtype.stdout == FILES["/sub/dir/deep.bin"]
 
 
 # ---- the committed boot floppy ----

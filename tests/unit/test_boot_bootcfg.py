@@ -209,7 +209,7 @@ def test_bootfd_image_entries() -> None:
     assert "quiet" not in find_boot_entry(fs, "verbose").cmdline.split()
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, database=None)
 @given(
     st.text(
         alphabet=st.sampled_from(list("LABELKERNLINUXAPPDFTIRDMNUinitrd=/, \n\t#x0")), max_size=300
@@ -225,7 +225,7 @@ def test_fuzz_syslinux_raises_only_booterror(text: str) -> None:
         pass
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, database=None)
 @given(st.text(max_size=300), st.one_of(st.none(), st.integers(-2, 5)))
 def test_fuzz_menu_lst_raises_only_booterror(text: str, entry: int | None) -> None:
     try:

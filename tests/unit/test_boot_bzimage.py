@@ -237,7 +237,7 @@ def test_plan_errors() -> None:
         default_e820(MiB)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=400, deadline=None, database=None)
 @given(
     st.lists(st.tuples(st.integers(0x1F0, 0x270), st.integers(0, 255)), max_size=30),
     st.integers(0, 4096 * MiB),

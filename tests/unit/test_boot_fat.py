@@ -260,7 +260,9 @@ def test_truncated_images() -> None:
         fs.read_file("/a.bin")
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(
     flips=st.lists(
         st.tuples(st.integers(0, 36 * 512), st.integers(0, 255)), min_size=1, max_size=40
@@ -277,7 +279,7 @@ def test_fuzz_corrupted_image_raises_only_booterror(
     _exercise(data)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, database=None)
 @given(st.binary(min_size=0, max_size=4096))
 def test_fuzz_random_bytes_raise_only_booterror(data: bytes) -> None:
     _exercise(data)

@@ -11,6 +11,7 @@ from pathlib import Path
 from lab.common import BUILD, REPO, LabError, log, run
 
 LKM = REPO / "lkm"
+CORE = REPO / "core"
 MODULE = "kvmport"
 
 
@@ -29,38 +30,27 @@ def kernel_release(kdir: Path) -> str:
     raise LabError(f"{kdir} is not a kernel build tree (no include/generated/utsrelease.h)")
 
 
-def build_kext(kdir: Path, *, quiet: bool = False) -> Path:
-    """Build kvmport.ko for the kernel whose build tree is kdir; return the .ko path.
+def build_kext(kdir: Path, *, src: Path = LKM, quiet: bool = False) -> Path:
+    """Build kvmport.ko in src (default lkm/) for the kernel whose build tree is kdir.
 
-    The sources are copied to build/lkm/<release>/lkm (next to a link to include/)
-    so that several kernels can be built side by side and the tree stays clean.
+    Kbuild builds in the source directory (its products are git-ignored), so
+    lkm/'s Kbuild may reach ../include and ../core; the result is copied to
+    build/lkm/<release>/kvmport.ko so modules for several kernels coexist.
     """
     if not (kdir / "Makefile").exists():
         raise LabError(f"no kernel build tree at {kdir} (install its headers package)")
     release = kernel_release(kdir)
     out = BUILD / "lkm" / release
-    src = out / "lkm"
     out.mkdir(parents=True, exist_ok=True)
-    inc = out / "include"
-    if inc.is_symlink() or inc.exists():
-        inc.unlink()
-    inc.symlink_to(REPO / "include")
-    # Sync sources: copy every file tracked in lkm/ (not build products).
-    src.mkdir(exist_ok=True)
-    wanted = {p.name for p in LKM.iterdir() if p.is_file() and _is_source(p)}
-    for p in src.iterdir():
-        if p.is_file() and _is_source(p) and p.name not in wanted:
-            p.unlink()
-    for name in wanted:
-        s, d = LKM / name, src / name
-        if not d.exists() or d.read_bytes() != s.read_bytes():
-            shutil.copy2(s, d)
     t0 = time.monotonic()
     jobs = str(os.cpu_count() or 1)
     cmd = ["make", "-j", jobs, "-C", str(kdir), f"M={src}", "modules"]
     if not quiet:
         log(" ".join(cmd))
-    run(cmd, capture=quiet)
+    try:
+        run(cmd, capture=quiet)
+    except LabError as exc:
+        raise LabError(f"building {src.name}/ for {release} failed: {exc}") from None
     ko = src / f"{MODULE}.ko"
     if not ko.exists():
         raise LabError(f"build finished but {ko} is missing")
@@ -69,10 +59,6 @@ def build_kext(kdir: Path, *, quiet: bool = False) -> Path:
     if not quiet:
         log(f"built {final} for {release} in {time.monotonic() - t0:.1f} s")
     return final
-
-
-def _is_source(p: Path) -> bool:
-    return p.name in ("Kbuild", "Makefile") or p.suffix in (".c", ".h", ".rules", ".S")
 
 
 def host_can_load_modules() -> bool:

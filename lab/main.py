@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -33,6 +34,10 @@ def run_lab(
         raise LabError("no command given: invoke lab --cpu svm -- COMMAND...")
     k = lab_kernel(kernel)
     extra_env: dict[str, str] = {"KVMPORT_LAB_KERNEL": k.abi}
+    prebuilt = os.environ.get("KVMPORT_KO")
+    if prebuilt and not build_kext_first:
+        # A module built elsewhere: it must live under build/ (the VMX disk copies build/lkm).
+        extra_env["KVMPORT_KO"] = str(Path(prebuilt).resolve())
     if build_kext_first:
         ko = build_kext(k.headers, quiet=True)
         extra_env["KVMPORT_KO"] = str(ko)

@@ -111,7 +111,7 @@ def build_kext(
 
 @task
 def checkpatch(c: Context) -> None:
-    """Run Linux's checkpatch.pl --no-tree --strict on lkm/*.c|h (script cached from linux-source)."""
+    """Run checkpatch.pl --no-tree --strict on lkm/ (script cached from linux-source)."""
     from lab.checkpatch import run_checkpatch
 
     try:

@@ -57,6 +57,7 @@ INITRAMFS_INIT = """#!/bin/busybox sh
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
+echo "lab-init: loading the disk drivers"
 for m in $(cat /modules.order); do insmod /modules/$m 2>/dev/null; done
 i=0
 while [ ! -b /dev/sdb ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
@@ -65,6 +66,7 @@ if ! mount -t ext4 /dev/sdb /newroot; then
 fi
 mount --move /dev /newroot/dev
 umount /proc /sys
+echo "lab-init: root disk mounted"
 exec switch_root /newroot /bin/sh /lab-init
 """
 
@@ -112,17 +114,20 @@ def _place(src: Path, root: Path, dest: Path | None = None) -> None:
         shutil.copy2(real, target)
 
 
+def _base_prefix(py: Path) -> Path:
+    out = subprocess.run(
+        [str(py), "-c", "import sys; print(sys.base_prefix)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return Path(out.strip())
+
+
 def _python_files(py: Path) -> tuple[list[Path], list[Path]]:
     """(files, ELF files) of the lab Python: its venv and the base install it points to."""
     venv = py.parent.parent
-    base = Path(
-        subprocess.run(
-            [str(py), "-c", "import sys; print(sys.base_prefix)"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    )
+    base = _base_prefix(py)
     ver = f"python{sys.version_info.major}.{sys.version_info.minor}"
     skip_dirs = {
         "test",
@@ -170,13 +175,19 @@ def _python_files(py: Path) -> tuple[list[Path], list[Path]]:
     return files, elves
 
 
+# Not copied into the guest: VCS data, tool caches and build/ (kernel trees, lab disks);
+# of build/ only build/lkm (the modules) goes in.
+CHECKOUT_SKIP = {".git", ".mypy_cache", ".ruff_cache", ".pytest_cache", ".hypothesis"}
+
+
 def _checkout_files() -> list[Path]:
-    out = run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO,
-        capture=True,
-    )
-    return [REPO / p for p in out.split("\0") if p and (REPO / p).is_file()]
+    """Every file of the working tree, built products included (bintest/out, ABI module...)."""
+    files: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(REPO):
+        here = Path(dirpath)
+        dirnames[:] = [d for d in dirnames if d not in CHECKOUT_SKIP and here / d != BUILD]
+        files += [here / f for f in filenames if (here / f).is_file()]
+    return files
 
 
 def build_root(kernel: LabKernel, py: Path, rd: RunDir, kvm_modules: list[Path]) -> Path:
@@ -223,6 +234,16 @@ def build_root(kernel: LabKernel, py: Path, rd: RunDir, kvm_modules: list[Path])
                 target.symlink_to(os.readlink(f))
         else:
             _place(f, stage)
+    # The host's interpreter (sys.executable, often what COMMAND names) sees the
+    # lab venv's packages too: mirror them into the base site-packages.
+    venv_site = next((py.parent.parent / "lib").glob("python3*/site-packages"), None)
+    base_site = (
+        _base_prefix(py) / "lib" / venv_site.parent.name / "site-packages" if venv_site else None
+    )
+    if venv_site and base_site:
+        for f in files:
+            if f.is_relative_to(venv_site) and not f.is_symlink():
+                _place(f, stage, base_site / f.relative_to(venv_site))
     for lib in _ldd_closure(elves):
         _place(lib, stage)
     # The guest's loader is found at /lib64/ld-linux-x86-64.so.2.

@@ -1,43 +1,227 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * kvmport: Linux port, module entry.
- *
- * Skeleton: registers the misc device /dev/kvmport (0660; the group comes
- * from the udev rule 99-kvmport.rules) and answers KVM_GET_API_VERSION.
- * OS-independent code will live in core/; this file stays a thin shim.
+ * kvmport on Linux: module entry, the device node, and the VM and VCPU file
+ * descriptors.  Every ioctl goes to the portable core (core/kvmp_main.c),
+ * except the ones that make file descriptors or mappings, which only a port
+ * can do.
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
+#include <linux/anon_inodes.h>
+#include <linux/file.h>
 #include <linux/fs.h>
 #include <linux/miscdevice.h>
+#include <linux/mm.h>
+#include <linux/mman.h>
 #include <linux/module.h>
+#include <linux/sched/mm.h>
+#include <linux/slab.h>
 
-#include <kvmport/kvmport.h>
+#include "kvmp_core.h"
 
-static long kvmport_dev_ioctl(struct file *filp, unsigned int ioctl,
-			      unsigned long arg)
+static bool as_kvm;
+module_param(as_kvm, bool, 0444);
+MODULE_PARM_DESC(as_kvm,
+		 "register as /dev/kvm (misc minor 232) so unmodified KVM tools use kvmport; fails if Linux's KVM is loaded");
+
+/*
+ * The process that made a VM owns it: its memory is what the slots point
+ * into, so ioctls from another process are refused (EIO), as in Linux.
+ */
+struct kvmport_vm {
+	struct kvmp_vm *vm;
+	struct mm_struct *mm;
+};
+
+struct kvmport_vcpu {
+	struct kvmp_vcpu *vcpu;
+	struct kvmport_vm *owner;
+	struct file *vm_file;	/* a VCPU keeps its VM's file alive */
+};
+
+static bool kvmport_foreign(struct kvmport_vm *v)
 {
-	switch (ioctl) {
-	case KVMP_GET_API_VERSION:
-		if (arg)
-			return -EINVAL;
-		return KVMP_API_VERSION;
-	default:
-		return -ENOTTY;
-	}
+	return current->mm != v->mm;
 }
 
-static const struct file_operations kvmport_chardev_ops = {
+/* --- VCPU fds -------------------------------------------------------------- */
+static vm_fault_t kvmport_vcpu_fault(struct vm_fault *vmf)
+{
+	struct kvmport_vcpu *v = vmf->vma->vm_file->private_data;
+	u64 pa = kvmp_vcpu_run_page_pa(v->vcpu, vmf->pgoff);
+
+	if (!pa)
+		return VM_FAULT_SIGBUS;
+	vmf->page = pfn_to_page(pa >> PAGE_SHIFT);
+	get_page(vmf->page);
+	return 0;
+}
+
+static const struct vm_operations_struct kvmport_vcpu_vm_ops = {
+	.fault = kvmport_vcpu_fault,
+};
+
+static int kvmport_vcpu_mmap(struct file *file, struct vm_area_struct *vma)
+{
+	if (vma->vm_pgoff + vma_pages(vma) > KVMP_RUN_PAGES)
+		return -EINVAL;
+	vma->vm_ops = &kvmport_vcpu_vm_ops;
+	return 0;
+}
+
+/* KVMP_MMAP_VCPU: the same mapping mmap() gives, made on the caller's behalf */
+static long kvmport_mmap_vcpu(struct file *file, unsigned long arg)
+{
+	struct kvmp_mmap_vcpu req;
+	unsigned long addr;
+
+	if (copy_from_user(&req, (void __user *)arg, sizeof(req)))
+		return -EFAULT;
+	if (req.flags)
+		return -EINVAL;
+	addr = vm_mmap(file, 0, KVMP_RUN_PAGES * PAGE_SIZE,
+		       PROT_READ | PROT_WRITE, MAP_SHARED, 0);
+	if (IS_ERR_VALUE(addr))
+		return (long)addr;
+	req.addr = addr;
+	req.size = KVMP_RUN_PAGES * PAGE_SIZE;
+	if (copy_to_user((void __user *)arg, &req, sizeof(req))) {
+		vm_munmap(addr, req.size);
+		return -EFAULT;
+	}
+	return 0;
+}
+
+static long kvmport_vcpu_ioctl(struct file *file, unsigned int ioctl,
+			       unsigned long arg)
+{
+	struct kvmport_vcpu *v = file->private_data;
+
+	if (kvmport_foreign(v->owner))
+		return -EIO;
+	if (ioctl == KVMP_MMAP_VCPU)
+		return kvmport_mmap_vcpu(file, arg);
+	return kvmp_vcpu_ioctl(v->vcpu, ioctl, arg);
+}
+
+static int kvmport_vcpu_release(struct inode *inode, struct file *file)
+{
+	struct kvmport_vcpu *v = file->private_data;
+
+	kvmp_vcpu_destroy(v->vcpu);
+	fput(v->vm_file);
+	kfree(v);
+	return 0;
+}
+
+static const struct file_operations kvmport_vcpu_fops = {
+	.owner = THIS_MODULE,
+	.unlocked_ioctl = kvmport_vcpu_ioctl,
+	.mmap = kvmport_vcpu_mmap,
+	.release = kvmport_vcpu_release,
+	.llseek = noop_llseek,
+};
+
+/* --- VM fds ------------------------------------------------------------------ */
+static long kvmport_create_vcpu(struct file *vm_file, unsigned long id)
+{
+	struct kvmport_vm *owner = vm_file->private_data;
+	struct kvmport_vcpu *v;
+	int fd, r;
+
+	v = kzalloc(sizeof(*v), GFP_KERNEL_ACCOUNT);
+	if (!v)
+		return -ENOMEM;
+	r = kvmp_vcpu_create(owner->vm, id, &v->vcpu);
+	if (r) {
+		kfree(v);
+		return r;
+	}
+	v->owner = owner;
+	v->vm_file = get_file(vm_file);
+	fd = anon_inode_getfd("kvmport-vcpu", &kvmport_vcpu_fops, v,
+			      O_RDWR | O_CLOEXEC);
+	if (fd < 0) {
+		kvmp_vcpu_destroy(v->vcpu);
+		fput(v->vm_file);
+		kfree(v);
+	}
+	return fd;
+}
+
+static long kvmport_vm_ioctl(struct file *file, unsigned int ioctl,
+			     unsigned long arg)
+{
+	struct kvmport_vm *v = file->private_data;
+
+	if (kvmport_foreign(v))
+		return -EIO;
+	if (ioctl == KVMP_CREATE_VCPU)
+		return kvmport_create_vcpu(file, arg);
+	return kvmp_vm_ioctl(v->vm, ioctl, arg);
+}
+
+static int kvmport_vm_release(struct inode *inode, struct file *file)
+{
+	struct kvmport_vm *v = file->private_data;
+
+	kvmp_vm_put(v->vm);
+	mmdrop(v->mm);
+	kfree(v);
+	return 0;
+}
+
+static const struct file_operations kvmport_vm_fops = {
+	.owner = THIS_MODULE,
+	.unlocked_ioctl = kvmport_vm_ioctl,
+	.release = kvmport_vm_release,
+	.llseek = noop_llseek,
+};
+
+static long kvmport_create_vm(unsigned long type)
+{
+	struct kvmport_vm *v;
+	int fd, r;
+
+	v = kzalloc(sizeof(*v), GFP_KERNEL_ACCOUNT);
+	if (!v)
+		return -ENOMEM;
+	r = kvmp_vm_create(type, &v->vm);
+	if (r) {
+		kfree(v);
+		return r;
+	}
+	mmgrab(current->mm);
+	v->mm = current->mm;
+	fd = anon_inode_getfd("kvmport-vm", &kvmport_vm_fops, v,
+			      O_RDWR | O_CLOEXEC);
+	if (fd < 0) {
+		kvmp_vm_put(v->vm);
+		mmdrop(v->mm);
+		kfree(v);
+	}
+	return fd;
+}
+
+/* --- the device ---------------------------------------------------------------- */
+static long kvmport_dev_ioctl(struct file *file, unsigned int ioctl,
+			      unsigned long arg)
+{
+	if (ioctl == KVMP_CREATE_VM)
+		return kvmport_create_vm(arg);
+	return kvmp_system_ioctl(ioctl, arg);
+}
+
+static const struct file_operations kvmport_dev_fops = {
 	.owner = THIS_MODULE,
 	.unlocked_ioctl = kvmport_dev_ioctl,
-	.compat_ioctl = compat_ptr_ioctl,
 	.llseek = noop_llseek,
 };
 
 static struct miscdevice kvmport_dev = {
 	.minor = MISC_DYNAMIC_MINOR,
 	.name = "kvmport",
-	.fops = &kvmport_chardev_ops,
+	.fops = &kvmport_dev_fops,
 	.mode = 0660,
 };
 
@@ -45,18 +229,29 @@ static int __init kvmport_init(void)
 {
 	int r;
 
+	r = kvmp_core_init();
+	if (r)
+		return r;
+	if (as_kvm) {
+		kvmport_dev.minor = 232;	/* KVM_MINOR */
+		kvmport_dev.name = "kvm";
+	}
 	r = misc_register(&kvmport_dev);
 	if (r) {
-		pr_err("misc device register failed: %d\n", r);
+		pr_err("cannot register /dev/%s: %d%s\n", kvmport_dev.name, r,
+		       as_kvm ? " (is Linux's kvm module loaded?)" : "");
+		kvmp_core_exit();
 		return r;
 	}
-	pr_info("loaded, API version %d\n", KVMP_API_VERSION);
+	pr_info("loaded, API version %d, device /dev/%s\n", KVMP_API_VERSION,
+		kvmport_dev.name);
 	return 0;
 }
 
 static void __exit kvmport_exit(void)
 {
 	misc_deregister(&kvmport_dev);
+	kvmp_core_exit();
 	pr_info("unloaded\n");
 }
 

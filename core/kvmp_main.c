@@ -1,0 +1,459 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The three ioctl layers (system, VM, VCPU), each a flat switch that hands
+ * the work to the function that does it, and the lifetimes of VMs and VCPUs.
+ * Unknown ioctls get the errno Linux gives: EINVAL on the device and on a
+ * VCPU, ENOTTY on a VM.
+ */
+#include "kvmp_core.h"
+
+const struct kvmp_backend *kvmp_backend;
+
+/* Virtualisation is on in the CPUs only while a VM exists, as Linux does, so
+ * kvmport and another hypervisor (Linux's kvm_amd) can take turns.
+ */
+static struct kvmp_os_mutex *kvmp_global_lock;
+static int kvmp_vm_count;
+
+int kvmp_core_init(void)
+{
+	int r;
+
+	kvmp_backend = &kvmp_svm_backend;
+	r = kvmp_backend->hardware_setup();
+	if (r)
+		return r;
+	kvmp_global_lock = kvmp_os_mutex_create();
+	if (!kvmp_global_lock) {
+		kvmp_backend->hardware_unsetup();
+		return -KVMP_ENOMEM;
+	}
+	kvmp_build_supported_cpuid();
+	kvmp_info("backend %s ready\n", kvmp_backend->name);
+	return 0;
+}
+
+void kvmp_core_exit(void)
+{
+	kvmp_backend->hardware_unsetup();
+	kvmp_os_mutex_destroy(kvmp_global_lock);
+}
+
+static int kvmp_hardware_get(void)
+{
+	int r = 0;
+
+	kvmp_os_mutex_lock(kvmp_global_lock);
+	if (kvmp_vm_count == 0) {
+		r = kvmp_os_on_each_cpu(kvmp_backend->cpu_enable, NULL);
+		if (r)	/* some CPUs may be on: turn them all off again */
+			kvmp_os_on_each_cpu(kvmp_backend->cpu_disable, NULL);
+	}
+	if (!r)
+		kvmp_vm_count++;
+	kvmp_os_mutex_unlock(kvmp_global_lock);
+	return r;
+}
+
+static void kvmp_hardware_put(void)
+{
+	kvmp_os_mutex_lock(kvmp_global_lock);
+	if (--kvmp_vm_count == 0)
+		kvmp_os_on_each_cpu(kvmp_backend->cpu_disable, NULL);
+	kvmp_os_mutex_unlock(kvmp_global_lock);
+}
+
+/* --- capabilities ------------------------------------------------------- */
+int kvmp_check_extension(unsigned long cap)
+{
+	switch (cap) {
+	case KVMP_CAP_HLT:
+	case KVMP_CAP_USER_MEMORY:
+	case KVMP_CAP_SET_TSS_ADDR:
+	case KVMP_CAP_EXT_CPUID:
+	case KVMP_CAP_MP_STATE:
+	case KVMP_CAP_SYNC_MMU:
+	case KVMP_CAP_DESTROY_MEMORY_REGION_WORKS:
+	case KVMP_CAP_USER_NMI:
+	case KVMP_CAP_JOIN_MEMORY_REGIONS_WORKS:
+	case KVMP_CAP_IMMEDIATE_EXIT:
+	case KVMP_CAP_MMAP_VCPU:
+		return 1;
+	case KVMP_CAP_IRQ_ROUTING:
+		/* QEMU 7.2 wants a non-zero answer; there is no routing to do */
+		return 1;
+	case KVMP_CAP_NR_VCPUS:
+	case KVMP_CAP_MAX_VCPUS:
+		return KVMP_MAX_VCPUS;
+	case KVMP_CAP_MAX_VCPU_ID:
+		return KVMP_MAX_VCPU_ID + 1;
+	case KVMP_CAP_NR_MEMSLOTS:
+		return KVMP_MAX_SLOTS;
+	default:
+		return 0;
+	}
+}
+
+/* --- system ioctls --------------------------------------------------------- */
+static long kvmp_get_msr_index_list(u64 uarg)
+{
+	struct kvmp_msr_list hdr;
+	u32 n;
+
+	if (kvmp_os_copy_from_user(&hdr, uarg, sizeof(hdr)))
+		return -KVMP_EFAULT;
+	n = hdr.nmsrs;
+	hdr.nmsrs = kvmp_msr_list_len;
+	if (kvmp_os_copy_to_user(uarg, &hdr, sizeof(hdr)))
+		return -KVMP_EFAULT;
+	if (n < kvmp_msr_list_len)
+		return -KVMP_E2BIG;
+	if (kvmp_os_copy_to_user(uarg + sizeof(hdr), kvmp_msr_list,
+				 kvmp_msr_list_len * sizeof(u32)))
+		return -KVMP_EFAULT;
+	return 0;
+}
+
+long kvmp_system_ioctl(unsigned int ioctl, unsigned long arg)
+{
+	switch (ioctl) {
+	case KVMP_GET_API_VERSION:
+		return arg ? -KVMP_EINVAL : KVMP_API_VERSION;
+	case KVMP_CHECK_EXTENSION:
+		return kvmp_check_extension(arg);
+	case KVMP_GET_VCPU_MMAP_SIZE:
+		return arg ? -KVMP_EINVAL : KVMP_RUN_PAGES * KVMP_PAGE_SIZE;
+	case KVMP_GET_MSR_INDEX_LIST:
+		return kvmp_get_msr_index_list(arg);
+	case KVMP_GET_SUPPORTED_CPUID:
+		return kvmp_get_supported_cpuid(arg);
+	default:
+		return -KVMP_EINVAL;
+	}
+}
+
+/* --- VMs ----------------------------------------------------------------------- */
+int kvmp_vm_create(unsigned long type, struct kvmp_vm **vmp)
+{
+	struct kvmp_vm *vm;
+	int r;
+
+	if (type)
+		return -KVMP_EINVAL;
+	r = kvmp_hardware_get();
+	if (r)
+		return r;
+	r = -KVMP_ENOMEM;
+	vm = kvmp_os_zalloc(sizeof(*vm));
+	if (!vm)
+		goto put_hw;
+	vm->lock = kvmp_os_mutex_create();
+	if (!vm->lock)
+		goto free_vm;
+	vm->refs = 1;
+	r = kvmp_backend->vm_init(vm);
+	if (r)
+		goto free_lock;
+	*vmp = vm;
+	return 0;
+
+free_lock:
+	kvmp_os_mutex_destroy(vm->lock);
+free_vm:
+	kvmp_os_free(vm);
+put_hw:
+	kvmp_hardware_put();
+	return r;
+}
+
+static void kvmp_vm_get(struct kvmp_vm *vm)
+{
+	__atomic_add_fetch(&vm->refs, 1, __ATOMIC_RELAXED);
+}
+
+void kvmp_vm_put(struct kvmp_vm *vm)
+{
+	if (__atomic_sub_fetch(&vm->refs, 1, __ATOMIC_ACQ_REL))
+		return;
+	kvmp_backend->vm_destroy(vm);	/* no VCPU is left to use it */
+	kvmp_free_slots(vm);
+	kvmp_os_mutex_destroy(vm->lock);
+	kvmp_os_free(vm);
+	kvmp_hardware_put();
+}
+
+long kvmp_vm_ioctl(struct kvmp_vm *vm, unsigned int ioctl, unsigned long arg)
+{
+	struct kvmp_userspace_memory_region region;
+	u64 addr;
+
+	switch (ioctl) {
+	case KVMP_SET_USER_MEMORY_REGION:
+		if (kvmp_os_copy_from_user(&region, arg, sizeof(region)))
+			return -KVMP_EFAULT;
+		return kvmp_set_user_memory_region(vm, &region);
+	case KVMP_SET_TSS_ADDR:
+		return 0;	/* only VMX real mode needs the TSS; SVM does not */
+	case KVMP_SET_IDENTITY_MAP_ADDR:
+		if (kvmp_os_copy_from_user(&addr, arg, sizeof(addr)))
+			return -KVMP_EFAULT;
+		return 0;	/* likewise */
+	case KVMP_CHECK_EXTENSION:
+		return kvmp_check_extension(arg);
+	default:
+		return -KVMP_ENOTTY;
+	}
+}
+
+/* --- VCPUs --------------------------------------------------------------------- */
+int kvmp_vcpu_create(struct kvmp_vm *vm, unsigned long id,
+		     struct kvmp_vcpu **vcpup)
+{
+	struct kvmp_vcpu *vcpu;
+	int i, r;
+
+	if (id > KVMP_MAX_VCPU_ID)
+		return -KVMP_EINVAL;
+	vcpu = kvmp_os_zalloc(sizeof(*vcpu));
+	if (!vcpu)
+		return -KVMP_ENOMEM;
+	vcpu->vm = vm;
+	vcpu->id = id;
+	vcpu->pending_irq = -1;
+	r = -KVMP_ENOMEM;
+	vcpu->lock = kvmp_os_mutex_create();
+	if (!vcpu->lock)
+		goto free_vcpu;
+	vcpu->run = kvmp_os_alloc_pages(KVMP_RUN_PAGES, &vcpu->run_pa[0]);
+	if (!vcpu->run)
+		goto free_lock;
+	for (i = 1; i < KVMP_RUN_PAGES; i++)
+		vcpu->run_pa[i] = vcpu->run_pa[0] + i * KVMP_PAGE_SIZE;
+	r = kvmp_backend->vcpu_create(vcpu);
+	if (r)
+		goto free_run;
+
+	kvmp_os_mutex_lock(vm->lock);
+	r = -KVMP_EEXIST;
+	for (i = 0; i < vm->nr_vcpus; i++)
+		if (vm->vcpus[i]->id == id)
+			goto unlock;
+	r = -KVMP_EINVAL;
+	if (vm->nr_vcpus == KVMP_MAX_VCPUS)
+		goto unlock;
+	vm->vcpus[vm->nr_vcpus++] = vcpu;
+	kvmp_os_mutex_unlock(vm->lock);
+	kvmp_vm_get(vm);
+	*vcpup = vcpu;
+	return 0;
+
+unlock:
+	kvmp_os_mutex_unlock(vm->lock);
+	kvmp_backend->vcpu_free(vcpu);
+free_run:
+	kvmp_os_free_pages(vcpu->run, KVMP_RUN_PAGES);
+free_lock:
+	kvmp_os_mutex_destroy(vcpu->lock);
+free_vcpu:
+	kvmp_os_free(vcpu);
+	return r;
+}
+
+void kvmp_vcpu_destroy(struct kvmp_vcpu *vcpu)
+{
+	struct kvmp_vm *vm = vcpu->vm;
+	int i;
+
+	kvmp_os_mutex_lock(vm->lock);
+	for (i = 0; i < vm->nr_vcpus; i++) {
+		if (vm->vcpus[i] == vcpu) {
+			vm->vcpus[i] = vm->vcpus[--vm->nr_vcpus];
+			break;
+		}
+	}
+	kvmp_os_mutex_unlock(vm->lock);
+	kvmp_backend->vcpu_free(vcpu);
+	kvmp_os_free_pages(vcpu->run, KVMP_RUN_PAGES);
+	kvmp_os_free(vcpu->cpuid);
+	kvmp_os_mutex_destroy(vcpu->lock);
+	kvmp_os_free(vcpu);
+	kvmp_vm_put(vm);
+}
+
+u64 kvmp_vcpu_run_page_pa(struct kvmp_vcpu *vcpu, unsigned long pgoff)
+{
+	return pgoff < KVMP_RUN_PAGES ? vcpu->run_pa[pgoff] : 0;
+}
+
+static long kvmp_vcpu_get_msrs(struct kvmp_vcpu *vcpu, u64 uarg, bool set)
+{
+	struct kvmp_msrs hdr;
+	struct kvmp_msr_entry *e;
+	u64 uentries = uarg + sizeof(hdr);
+	long r;
+	u32 i;
+
+	if (kvmp_os_copy_from_user(&hdr, uarg, sizeof(hdr)))
+		return -KVMP_EFAULT;
+	if (hdr.nmsrs >= KVMP_MAX_MSR_ENTRIES)
+		return -KVMP_E2BIG;
+	e = kvmp_os_zalloc(hdr.nmsrs * sizeof(*e) + 1);
+	if (!e)
+		return -KVMP_ENOMEM;
+	r = -KVMP_EFAULT;
+	if (kvmp_os_copy_from_user(e, uentries, hdr.nmsrs * sizeof(*e)))
+		goto out;
+	for (i = 0; i < hdr.nmsrs; i++) {
+		if (set ? kvmp_set_msr(vcpu, e[i].index, e[i].data) :
+			  kvmp_get_msr(vcpu, e[i].index, &e[i].data))
+			break;
+	}
+	r = i;
+	if (!set && kvmp_os_copy_to_user(uentries, e, i * sizeof(*e)))
+		r = -KVMP_EFAULT;
+out:
+	kvmp_os_free(e);
+	return r;
+}
+
+static long kvmp_vcpu_set_cpuid2(struct kvmp_vcpu *vcpu, u64 uarg)
+{
+	struct kvmp_cpuid2 hdr;
+	struct kvmp_cpuid_entry2 *e;
+
+	if (kvmp_os_copy_from_user(&hdr, uarg, sizeof(hdr)))
+		return -KVMP_EFAULT;
+	if (hdr.nent > KVMP_MAX_CPUID_ENTRIES)
+		return -KVMP_E2BIG;
+	e = kvmp_os_zalloc(hdr.nent * sizeof(*e) + 1);
+	if (!e)
+		return -KVMP_ENOMEM;
+	if (kvmp_os_copy_from_user(e, uarg + sizeof(hdr), hdr.nent * sizeof(*e))) {
+		kvmp_os_free(e);
+		return -KVMP_EFAULT;
+	}
+	kvmp_os_free(vcpu->cpuid);
+	vcpu->cpuid = e;
+	vcpu->cpuid_nent = hdr.nent;
+	return 0;
+}
+
+static long kvmp_vcpu_get_cpuid2(struct kvmp_vcpu *vcpu, u64 uarg)
+{
+	struct kvmp_cpuid2 hdr;
+	u32 asked;
+
+	if (kvmp_os_copy_from_user(&hdr, uarg, sizeof(hdr)))
+		return -KVMP_EFAULT;
+	asked = hdr.nent;
+	hdr.nent = vcpu->cpuid_nent;
+	if (kvmp_os_copy_to_user(uarg, &hdr, sizeof(hdr)))
+		return -KVMP_EFAULT;
+	if (asked < vcpu->cpuid_nent)
+		return -KVMP_E2BIG;
+	if (kvmp_os_copy_to_user(uarg + sizeof(hdr), vcpu->cpuid,
+				 vcpu->cpuid_nent * sizeof(*vcpu->cpuid)))
+		return -KVMP_EFAULT;
+	return 0;
+}
+
+/* GET/SET of a fixed-size register block: copy through a kernel buffer */
+union kvmp_reg_block {
+	struct kvmp_regs regs;
+	struct kvmp_sregs sregs;
+	struct kvmp_fpu fpu;
+	struct kvmp_interrupt irq;
+	struct kvmp_mp_state mp;
+};
+
+static long kvmp_vcpu_ioctl_locked(struct kvmp_vcpu *vcpu, unsigned int ioctl,
+				   unsigned long arg)
+{
+	const struct kvmp_backend *be = kvmp_backend;
+	union kvmp_reg_block *b;
+	long r = 0;
+
+	switch (ioctl) {
+	case KVMP_RUN:
+		return arg ? -KVMP_EINVAL : kvmp_vcpu_run(vcpu);
+	case KVMP_GET_MSRS:
+		return kvmp_vcpu_get_msrs(vcpu, arg, false);
+	case KVMP_SET_MSRS:
+		return kvmp_vcpu_get_msrs(vcpu, arg, true);
+	case KVMP_SET_CPUID2:
+		return kvmp_vcpu_set_cpuid2(vcpu, arg);
+	case KVMP_GET_CPUID2:
+		return kvmp_vcpu_get_cpuid2(vcpu, arg);
+	case KVMP_NMI:
+		vcpu->pending_nmi = true;
+		return 0;
+	}
+
+	b = kvmp_os_zalloc(sizeof(*b));
+	if (!b)
+		return -KVMP_ENOMEM;
+	switch (ioctl) {
+	case KVMP_GET_REGS:
+		be->get_regs(vcpu, &b->regs);
+		r = kvmp_os_copy_to_user(arg, &b->regs, sizeof(b->regs));
+		break;
+	case KVMP_SET_REGS:
+		r = kvmp_os_copy_from_user(&b->regs, arg, sizeof(b->regs));
+		if (!r)
+			be->set_regs(vcpu, &b->regs);
+		break;
+	case KVMP_GET_SREGS:
+		be->get_sregs(vcpu, &b->sregs);
+		if (vcpu->pending_irq >= 0)	/* as Linux reports it */
+			b->sregs.interrupt_bitmap[vcpu->pending_irq / 64] |=
+				1ULL << (vcpu->pending_irq % 64);
+		r = kvmp_os_copy_to_user(arg, &b->sregs, sizeof(b->sregs));
+		break;
+	case KVMP_SET_SREGS:
+		r = kvmp_os_copy_from_user(&b->sregs, arg, sizeof(b->sregs));
+		if (!r)
+			r = be->set_sregs(vcpu, &b->sregs);
+		break;
+	case KVMP_GET_FPU:
+		be->get_fpu(vcpu, &b->fpu);
+		r = kvmp_os_copy_to_user(arg, &b->fpu, sizeof(b->fpu));
+		break;
+	case KVMP_SET_FPU:
+		r = kvmp_os_copy_from_user(&b->fpu, arg, sizeof(b->fpu));
+		if (!r)
+			be->set_fpu(vcpu, &b->fpu);
+		break;
+	case KVMP_INTERRUPT:
+		r = kvmp_os_copy_from_user(&b->irq, arg, sizeof(b->irq));
+		if (!r && b->irq.irq >= KVMP_NR_INTERRUPTS)
+			r = -KVMP_EINVAL;
+		if (!r)
+			vcpu->pending_irq = b->irq.irq;
+		break;
+	case KVMP_GET_MP_STATE:
+		b->mp.mp_state = KVMP_MP_STATE_RUNNABLE;	/* HLT exits to the VMM */
+		r = kvmp_os_copy_to_user(arg, &b->mp, sizeof(b->mp));
+		break;
+	case KVMP_SET_MP_STATE:
+		r = kvmp_os_copy_from_user(&b->mp, arg, sizeof(b->mp));
+		/* with no in-kernel APIC only RUNNABLE means anything (as in Linux) */
+		if (!r && b->mp.mp_state != KVMP_MP_STATE_RUNNABLE)
+			r = -KVMP_EINVAL;
+		break;
+	default:
+		r = -KVMP_EINVAL;
+	}
+	kvmp_os_free(b);
+	return r;
+}
+
+long kvmp_vcpu_ioctl(struct kvmp_vcpu *vcpu, unsigned int ioctl,
+		     unsigned long arg)
+{
+	long r;
+
+	kvmp_os_mutex_lock(vcpu->lock);
+	r = kvmp_vcpu_ioctl_locked(vcpu, ioctl, arg);
+	kvmp_os_mutex_unlock(vcpu->lock);
+	return r;
+}

@@ -1,0 +1,347 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Guest memory: slots (KVM_SET_USER_MEMORY_REGION with Linux's checks and
+ * errnos), lazy pinning of the pages the guest touches, copies to and from
+ * guest-physical memory through the VMM's mapping, and the guest page walk.
+ */
+#include "kvmp_core.h"
+
+#define KVMP_MAX_SLOT_PAGES	(1ULL << 31)	/* Linux's KVM_MEM_MAX_NR_PAGES */
+#define KVMP_USER_TOP		(1ULL << 47)	/* x86-64 user space ends below */
+
+struct kvmp_slot *kvmp_find_slot(struct kvmp_vm *vm, u64 gpa)
+{
+	struct kvmp_slot *s;
+	int i;
+
+	for (i = 0; i < KVMP_MAX_SLOTS; i++) {
+		s = vm->slots[i];
+		if (s && gpa >= s->gpa && gpa - s->gpa < s->size)
+			return s;
+	}
+	return NULL;
+}
+
+static bool kvmp_overlaps(struct kvmp_vm *vm, u32 id, u64 gpa, u64 size)
+{
+	struct kvmp_slot *s;
+	int i;
+
+	for (i = 0; i < KVMP_MAX_SLOTS; i++) {
+		s = vm->slots[i];
+		if (s && i != id && gpa < s->gpa + s->size && s->gpa < gpa + size)
+			return true;
+	}
+	return false;
+}
+
+static void kvmp_unpin_slot(struct kvmp_slot *s)
+{
+	u64 i;
+
+	for (i = 0; i < s->size >> KVMP_PAGE_SHIFT; i++)
+		if (s->pins[i])
+			kvmp_os_unpin_user_page(s->pins[i], true);
+}
+
+static void kvmp_free_slot(struct kvmp_slot *s)
+{
+	kvmp_unpin_slot(s);
+	kvmp_os_free(s->pins);
+	kvmp_os_free(s->pas);
+	kvmp_os_free(s);
+}
+
+/*
+ * Take a slot's pages out of the guest: unmap them from the nested page
+ * tables, force every CPU out of guest mode so no stale TLB entry survives
+ * (VCPUs flush when they see the new generation), then unpin.
+ */
+static int kvmp_kick_all(void *unused)
+{
+	return 0;	/* the interrupt itself is what makes a CPU leave guest mode */
+}
+
+static void kvmp_retire_slot(struct kvmp_vm *vm, struct kvmp_slot *s)
+{
+	kvmp_backend->unmap_range(vm, s->gpa, s->size);
+	__atomic_add_fetch(&vm->tlb_generation, 1, __ATOMIC_SEQ_CST);
+	kvmp_os_on_each_cpu(kvmp_kick_all, NULL);
+	kvmp_free_slot(s);
+}
+
+static struct kvmp_slot *kvmp_new_slot(u32 id, u32 flags, u64 gpa, u64 size,
+				       u64 uaddr)
+{
+	struct kvmp_slot *s = kvmp_os_zalloc(sizeof(*s));
+	u64 npages = size >> KVMP_PAGE_SHIFT;
+
+	if (!s)
+		return NULL;
+	s->pins = kvmp_os_zalloc(npages * sizeof(*s->pins));
+	s->pas = kvmp_os_zalloc(npages * sizeof(*s->pas));
+	if (!s->pins || !s->pas) {
+		kvmp_os_free(s->pins);
+		kvmp_os_free(s->pas);
+		kvmp_os_free(s);
+		return NULL;
+	}
+	s->id = id;
+	s->flags = flags;
+	s->gpa = gpa;
+	s->size = size;
+	s->uaddr = uaddr;
+	return s;
+}
+
+int kvmp_set_user_memory_region(struct kvmp_vm *vm,
+				const struct kvmp_userspace_memory_region *r)
+{
+	u32 id = r->slot & 0xffff, as_id = r->slot >> 16;
+	struct kvmp_slot *old, *s;
+	int ret = 0;
+
+	/* the checks and their order follow Linux's __kvm_set_memory_region */
+	if (r->flags)	/* no dirty logging, no read-only memory (not advertised) */
+		return -KVMP_EINVAL;
+	if (as_id || id >= KVMP_MAX_SLOTS)
+		return -KVMP_EINVAL;
+	if (r->memory_size & (KVMP_PAGE_SIZE - 1))
+		return -KVMP_EINVAL;
+	if (r->guest_phys_addr & (KVMP_PAGE_SIZE - 1))
+		return -KVMP_EINVAL;
+	if (r->userspace_addr & (KVMP_PAGE_SIZE - 1))
+		return -KVMP_EINVAL;
+	if (r->memory_size &&
+	    (r->userspace_addr + r->memory_size < r->userspace_addr ||
+	     r->userspace_addr + r->memory_size > KVMP_USER_TOP))
+		return -KVMP_EINVAL;
+	if (r->guest_phys_addr + r->memory_size < r->guest_phys_addr)
+		return -KVMP_EINVAL;
+	if ((r->memory_size >> KVMP_PAGE_SHIFT) > KVMP_MAX_SLOT_PAGES)
+		return -KVMP_EINVAL;
+
+	kvmp_os_mutex_lock(vm->lock);
+	old = vm->slots[id];
+	if (!r->memory_size) {				/* delete */
+		if (!old) {
+			ret = -KVMP_EINVAL;
+		} else {
+			vm->slots[id] = NULL;
+			kvmp_retire_slot(vm, old);
+		}
+		goto out;
+	}
+	if (old) {
+		/* a slot may move or keep its place, not change size or backing */
+		if (r->userspace_addr != old->uaddr || r->memory_size != old->size) {
+			ret = -KVMP_EINVAL;
+			goto out;
+		}
+		if (r->guest_phys_addr == old->gpa)
+			goto out;			/* nothing changes */
+	}
+	if (kvmp_overlaps(vm, id, r->guest_phys_addr, r->memory_size)) {
+		ret = -KVMP_EEXIST;
+		goto out;
+	}
+	s = kvmp_new_slot(id, r->flags, r->guest_phys_addr, r->memory_size,
+			  r->userspace_addr);
+	if (!s) {
+		ret = -KVMP_ENOMEM;
+		goto out;
+	}
+	vm->slots[id] = s;
+	if (old)					/* move */
+		kvmp_retire_slot(vm, old);
+out:
+	kvmp_os_mutex_unlock(vm->lock);
+	return ret;
+}
+
+void kvmp_free_slots(struct kvmp_vm *vm)
+{
+	int i;
+
+	for (i = 0; i < KVMP_MAX_SLOTS; i++) {
+		if (vm->slots[i]) {
+			kvmp_free_slot(vm->slots[i]);
+			vm->slots[i] = NULL;
+		}
+	}
+}
+
+/* Host-physical address of a guest page, pinning it on first use; vm->lock held. */
+int kvmp_gpa_to_hpa(struct kvmp_vm *vm, u64 gpa, bool write, u64 *hpa)
+{
+	struct kvmp_slot *s = kvmp_find_slot(vm, gpa);
+	u64 idx;
+	int r;
+
+	(void)write;	/* pages are always pinned writable: no copy-on-write later */
+	if (!s)
+		return -KVMP_ENOENT;
+	idx = (gpa - s->gpa) >> KVMP_PAGE_SHIFT;
+	if (!s->pins[idx]) {
+		r = kvmp_os_pin_user_page(s->uaddr + (idx << KVMP_PAGE_SHIFT), true,
+					  &s->pins[idx], &s->pas[idx]);
+		if (r)
+			return r;
+	}
+	*hpa = s->pas[idx] | (gpa & (KVMP_PAGE_SIZE - 1));
+	return 0;
+}
+
+/* copy within guest-physical memory through the VMM's own mapping of it */
+static int kvmp_guest_copy(struct kvmp_vm *vm, u64 gpa, void *buf,
+			   unsigned long n, bool to_guest)
+{
+	struct kvmp_slot *s;
+	unsigned long chunk;
+	u64 uaddr;
+	int r;
+
+	while (n) {
+		kvmp_os_mutex_lock(vm->lock);
+		s = kvmp_find_slot(vm, gpa);
+		uaddr = s ? s->uaddr + (gpa - s->gpa) : 0;
+		chunk = s ? s->gpa + s->size - gpa : 0;
+		kvmp_os_mutex_unlock(vm->lock);
+		if (!s)
+			return -KVMP_EFAULT;
+		if (chunk > n)
+			chunk = n;
+		r = to_guest ? kvmp_os_copy_to_user(uaddr, buf, chunk) :
+			       kvmp_os_copy_from_user(buf, uaddr, chunk);
+		if (r)
+			return r;
+		gpa += chunk;
+		buf = (u8 *)buf + chunk;
+		n -= chunk;
+	}
+	return 0;
+}
+
+int kvmp_read_guest(struct kvmp_vm *vm, u64 gpa, void *dst, unsigned long n)
+{
+	return kvmp_guest_copy(vm, gpa, dst, n, false);
+}
+
+int kvmp_write_guest(struct kvmp_vm *vm, u64 gpa, const void *src,
+		     unsigned long n)
+{
+	return kvmp_guest_copy(vm, gpa, (void *)src, n, true);
+}
+
+/*
+ * The guest's own page walk (it is not running, so this is software): 32-bit,
+ * PAE and 4-level paging, with large pages.  Not-present is -KVMP_EFAULT;
+ * the caller reports it rather than injecting #PF.
+ */
+int kvmp_gva_to_gpa(struct kvmp_vcpu *vcpu, const struct kvmp_sregs *s,
+		    u64 gva, u64 *gpa)
+{
+	int levels, level, shift;
+	u64 table, entry = 0;
+	u32 entry32;
+	bool wide;
+
+	if (!(s->cr0 & KVMP_CR0_PG)) {
+		*gpa = (s->efer & KVMP_EFER_LMA) ? gva : gva & 0xffffffffULL;
+		return 0;
+	}
+	if (s->efer & KVMP_EFER_LMA) {
+		levels = 4;
+		table = s->cr3 & 0x000ffffffffff000ULL;
+		wide = true;
+	} else if (s->cr4 & KVMP_CR4_PAE) {
+		/* the 4 PDPTEs: index with bits 31:30 */
+		gva &= 0xffffffffULL;
+		table = s->cr3 & 0xffffffe0ULL;
+		if (kvmp_read_guest(vcpu->vm, table + ((gva >> 30) & 3) * 8,
+				    &entry, 8))
+			return -KVMP_EFAULT;
+		if (!(entry & 1))
+			return -KVMP_EFAULT;
+		levels = 2;
+		table = entry & 0x000ffffffffff000ULL;
+		wide = true;
+	} else {
+		gva &= 0xffffffffULL;
+		levels = 2;
+		table = s->cr3 & 0xfffff000ULL;
+		wide = false;
+	}
+
+	for (level = levels; level >= 1; level--) {
+		shift = 12 + (level - 1) * (wide ? 9 : 10);
+		if (wide) {
+			if (kvmp_read_guest(vcpu->vm,
+					    table + ((gva >> shift) & 511) * 8,
+					    &entry, 8))
+				return -KVMP_EFAULT;
+		} else {
+			if (kvmp_read_guest(vcpu->vm,
+					    table + ((gva >> shift) & 1023) * 4,
+					    &entry32, 4))
+				return -KVMP_EFAULT;
+			entry = entry32;
+		}
+		if (!(entry & 1))
+			return -KVMP_EFAULT;
+		/* a large page: PS at PDPTE or PDE (PDE needs CR4.PSE in 32-bit) */
+		if (level > 1 && (entry & 0x80) &&
+		    (wide ? level <= 3 : (s->cr4 & KVMP_CR4_PSE) != 0)) {
+			u64 base = entry & 0x000fffffffffe000ULL;
+
+			if (!wide)	/* PSE-36: bits 39:32 live in 20:13 */
+				base = (entry & 0xffc00000ULL) |
+				       ((entry & 0x1fe000ULL) << 19);
+			*gpa = (base & ~((1ULL << shift) - 1)) |
+			       (gva & ((1ULL << shift) - 1));
+			return 0;
+		}
+		table = wide ? entry & 0x000ffffffffff000ULL :
+			       entry & 0xfffff000ULL;
+	}
+	*gpa = table | (gva & 0xfff);
+	return 0;
+}
+
+/* copy through guest-virtual addresses, a page at a time */
+static int kvmp_guest_virt_copy(struct kvmp_vcpu *vcpu,
+				const struct kvmp_sregs *s, u64 gva, void *buf,
+				unsigned int n, bool to_guest)
+{
+	unsigned int chunk;
+	u64 gpa;
+	int r;
+
+	while (n) {
+		chunk = KVMP_PAGE_SIZE - (gva & (KVMP_PAGE_SIZE - 1));
+		if (chunk > n)
+			chunk = n;
+		r = kvmp_gva_to_gpa(vcpu, s, gva, &gpa);
+		if (!r)
+			r = to_guest ? kvmp_write_guest(vcpu->vm, gpa, buf, chunk) :
+				       kvmp_read_guest(vcpu->vm, gpa, buf, chunk);
+		if (r)
+			return r;
+		gva += chunk;
+		buf = (u8 *)buf + chunk;
+		n -= chunk;
+	}
+	return 0;
+}
+
+int kvmp_read_guest_virt(struct kvmp_vcpu *vcpu, const struct kvmp_sregs *s,
+			 u64 gva, void *dst, unsigned int n)
+{
+	return kvmp_guest_virt_copy(vcpu, s, gva, dst, n, false);
+}
+
+int kvmp_write_guest_virt(struct kvmp_vcpu *vcpu, const struct kvmp_sregs *s,
+			  u64 gva, const void *src, unsigned int n)
+{
+	return kvmp_guest_virt_copy(vcpu, s, gva, (void *)src, n, true);
+}

@@ -1,0 +1,1161 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The AMD SVM backend: EFER.SVME and a host save area per CPU, a VMCB per
+ * VCPU, nested paging built lazily from the slots, ASIDs per CPU, and exit
+ * handlers in a table indexed by exit code.
+ *
+ * Works without next-RIP save and decode assists (QEMU's emulated SVM has
+ * neither): instruction lengths are known per exit, and MMIO instructions
+ * are decoded by the core.  Both are used when the CPU has them.
+ */
+#include "kvmp_core.h"
+
+/* --- the VMCB (AMD APM vol. 2, appendix B) --------------------------------- */
+struct vmcb_seg {
+	u16 selector;
+	u16 attrib;
+	u32 limit;
+	u64 base;
+} __attribute__((packed));
+
+struct vmcb_control {
+	u32 intercepts[6];		/* 0x000: CR, DR, exceptions, misc 1-3 */
+	u8 reserved_1[0x3c - 0x18];
+	u16 pause_filter_thresh;	/* 0x03c */
+	u16 pause_filter_count;
+	u64 iopm_base_pa;		/* 0x040 */
+	u64 msrpm_base_pa;		/* 0x048 */
+	u64 tsc_offset;			/* 0x050 */
+	u32 asid;			/* 0x058 */
+	u8 tlb_ctl;			/* 0x05c */
+	u8 reserved_2[3];
+	u32 int_ctl;			/* 0x060 */
+	u32 int_vector;			/* 0x064 */
+	u32 int_state;			/* 0x068 */
+	u8 reserved_3[4];
+	u64 exit_code;			/* 0x070 */
+	u64 exit_info_1;		/* 0x078 */
+	u64 exit_info_2;		/* 0x080 */
+	u64 exit_int_info;		/* 0x088: low 32 bits info, high 32 error */
+	u64 nested_ctl;			/* 0x090 */
+	u64 avic_vapic_bar;		/* 0x098 */
+	u64 ghcb_gpa;			/* 0x0a0 */
+	u64 event_inj;			/* 0x0a8: low 32 bits event, high 32 error */
+	u64 nested_cr3;			/* 0x0b0 */
+	u64 virt_ext;			/* 0x0b8 */
+	u32 clean;			/* 0x0c0 */
+	u32 reserved_5;
+	u64 next_rip;			/* 0x0c8 */
+	u8 insn_len;			/* 0x0d0 */
+	u8 insn_bytes[15];
+	u8 reserved_6[0x400 - 0xe0];
+} __attribute__((packed));
+
+struct vmcb_save {
+	struct vmcb_seg es, cs, ss, ds, fs, gs, gdtr, ldtr, idtr, tr; /* 0x000 */
+	u8 reserved_1[0xcb - 0xa0];
+	u8 cpl;				/* 0x0cb */
+	u8 reserved_2[4];
+	u64 efer;			/* 0x0d0 */
+	u8 reserved_3[0x148 - 0xd8];
+	u64 cr4;			/* 0x148 */
+	u64 cr3;
+	u64 cr0;
+	u64 dr7;
+	u64 dr6;
+	u64 rflags;
+	u64 rip;			/* 0x178 */
+	u8 reserved_4[0x1d8 - 0x180];
+	u64 rsp;			/* 0x1d8 */
+	u8 reserved_5[0x1f8 - 0x1e0];
+	u64 rax;			/* 0x1f8 */
+	u64 star;
+	u64 lstar;
+	u64 cstar;
+	u64 sfmask;
+	u64 kernel_gs_base;
+	u64 sysenter_cs;
+	u64 sysenter_esp;
+	u64 sysenter_eip;
+	u64 cr2;			/* 0x240 */
+	u8 reserved_6[0x268 - 0x248];
+	u64 g_pat;			/* 0x268 */
+} __attribute__((packed));
+
+struct vmcb {
+	struct vmcb_control control;
+	struct vmcb_save save;
+} __attribute__((packed));
+
+_Static_assert(__builtin_offsetof(struct vmcb_control, exit_code) == 0x70, "vmcb");
+_Static_assert(__builtin_offsetof(struct vmcb_control, event_inj) == 0xa8, "vmcb");
+_Static_assert(__builtin_offsetof(struct vmcb_control, insn_bytes) == 0xd1, "vmcb");
+_Static_assert(sizeof(struct vmcb_control) == 0x400, "vmcb control area");
+_Static_assert(__builtin_offsetof(struct vmcb, save.efer) == 0x4d0, "vmcb");
+_Static_assert(__builtin_offsetof(struct vmcb, save.rip) == 0x578, "vmcb");
+_Static_assert(__builtin_offsetof(struct vmcb, save.rax) == 0x5f8, "vmcb");
+_Static_assert(__builtin_offsetof(struct vmcb, save.g_pat) == 0x668, "vmcb");
+
+/* intercept bits: word 3 (0x00c) and word 4 (0x010) */
+#define ICPT3_INTR		(1U << 0)
+#define ICPT3_NMI		(1U << 1)
+#define ICPT3_VINTR		(1U << 4)
+#define ICPT3_CPUID		(1U << 18)
+#define ICPT3_INVD		(1U << 22)
+#define ICPT3_HLT		(1U << 24)
+#define ICPT3_IOIO		(1U << 27)
+#define ICPT3_MSR		(1U << 28)
+#define ICPT3_SHUTDOWN		(1U << 31)
+#define ICPT4_VMRUN		(1U << 0)
+#define ICPT4_VMMCALL		(1U << 1)
+#define ICPT4_VMLOAD		(1U << 2)
+#define ICPT4_VMSAVE		(1U << 3)
+#define ICPT4_STGI		(1U << 4)
+#define ICPT4_CLGI		(1U << 5)
+#define ICPT4_SKINIT		(1U << 6)
+#define ICPT4_MONITOR		(1U << 10)
+#define ICPT4_MWAIT		(1U << 11)
+#define ICPT4_MWAIT_COND	(1U << 12)
+#define ICPT4_XSETBV		(1U << 13)
+
+#define V_IRQ			(1U << 8)
+#define V_INTR_PRIO_SHIFT	16
+#define V_IGN_TPR		(1U << 20)
+#define V_INTR_MASKING		(1U << 24)
+#define INT_STATE_SHADOW	(1U << 0)
+
+#define EVENT_VALID		(1U << 31)
+#define EVENT_ERROR_VALID	(1U << 11)
+#define EVENT_TYPE_INTR		(0U << 8)
+#define EVENT_TYPE_NMI		(2U << 8)
+#define EVENT_TYPE_EXCEPTION	(3U << 8)
+#define EVENT_TYPE_SOFT		(4U << 8)
+#define EVENT_TYPE_MASK		(7U << 8)
+
+#define TLB_FLUSH_ALL		1
+#define TLB_FLUSH_ASID		3
+
+/* exit codes */
+#define SVM_EXIT_INTR		0x060
+#define SVM_EXIT_NMI		0x061
+#define SVM_EXIT_SMI		0x062
+#define SVM_EXIT_VINTR		0x064
+#define SVM_EXIT_CPUID		0x072
+#define SVM_EXIT_INVD		0x076
+#define SVM_EXIT_HLT		0x078
+#define SVM_EXIT_IOIO		0x07b
+#define SVM_EXIT_MSR		0x07c
+#define SVM_EXIT_SHUTDOWN	0x07f
+#define SVM_EXIT_VMRUN		0x080
+#define SVM_EXIT_VMMCALL	0x081
+#define SVM_EXIT_VMLOAD		0x082
+#define SVM_EXIT_VMSAVE		0x083
+#define SVM_EXIT_STGI		0x084
+#define SVM_EXIT_CLGI		0x085
+#define SVM_EXIT_SKINIT		0x086
+#define SVM_EXIT_MONITOR	0x08a
+#define SVM_EXIT_MWAIT		0x08b
+#define SVM_EXIT_MWAIT_COND	0x08c
+#define SVM_EXIT_XSETBV		0x08d
+#define SVM_EXIT_NPF		0x400
+#define SVM_EXIT_INVALID	(~0ULL)
+
+#define MSR_EFER		0xc0000080
+#define MSR_VM_CR		0xc0010114
+#define MSR_VM_HSAVE_PA		0xc0010117
+#define EFER_SVME		(1ULL << 12)
+#define EFER_GUEST_BITS		((1ULL << 0) | (1ULL << 8) | (1ULL << 10) | (1ULL << 11))
+#define VM_CR_SVMDIS		(1ULL << 4)
+
+#define NPT_PRESENT_RW_USER	0x7ULL
+#define NPT_ADDR_MASK		0x000ffffffffff000ULL
+#define PAT_DEFAULT		0x0007040600070406ULL
+
+/* --- global and per-CPU state -------------------------------------------- */
+struct svm_cpu {
+	void *hsave;
+	u64 hsave_pa;
+	void *host_vmcb;	/* what VMSAVE keeps of the host: FS, GS, TR... */
+	u64 host_vmcb_pa;
+	u32 asid_generation;
+	u32 next_asid;
+	bool flush_all;
+	bool enabled;		/* by us: only then do we turn it off */
+};
+
+static struct svm_cpu *svm_cpus;
+static int svm_ncpus;
+static void *svm_iopm, *svm_msrpm;
+static u64 svm_iopm_pa, svm_msrpm_pa;
+static u32 svm_max_asid;
+static bool svm_has_nrips, svm_has_decode_assists, svm_has_flush_by_asid;
+
+#define SVM_IOPM_PAGES	3
+#define SVM_MSRPM_PAGES	2
+
+/*
+ * A nested page-table page and, in the page after it, the kernel addresses of
+ * its child tables (the hardware sees only the first page).
+ */
+struct svm_vm {
+	u64 *npt_root;
+	u64 npt_root_pa;
+};
+
+/* What the entry code reads and writes: guest GPRs (RAX and RSP live in the VMCB). */
+struct svm_enter {
+	u64 gprs[KVMP_NR_GPRS];
+	u64 vmcb_pa;
+	u64 host_vmcb_pa;
+};
+
+struct svm_vcpu {
+	u8 fxsave[512];			/* guest FPU/SSE state, 16-byte aligned */
+	struct svm_enter enter;
+	struct vmcb *vmcb;
+	u32 asid;
+	u32 asid_generation;
+	int asid_cpu;
+};
+
+_Static_assert(sizeof(struct svm_vcpu) <= KVMP_PAGE_SIZE, "svm_vcpu fits a page");
+
+static struct svm_vcpu *to_svm(struct kvmp_vcpu *vcpu)
+{
+	return vcpu->arch;
+}
+
+/* --- setup ------------------------------------------------------------------- */
+static void svm_hardware_unsetup(void)
+{
+	int i;
+
+	for (i = 0; svm_cpus && i < svm_ncpus; i++) {
+		if (svm_cpus[i].hsave)
+			kvmp_os_free_pages(svm_cpus[i].hsave, 1);
+		if (svm_cpus[i].host_vmcb)
+			kvmp_os_free_pages(svm_cpus[i].host_vmcb, 1);
+	}
+	kvmp_os_free(svm_cpus);
+	svm_cpus = NULL;
+	if (svm_iopm)
+		kvmp_os_free_pages(svm_iopm, SVM_IOPM_PAGES);
+	if (svm_msrpm)
+		kvmp_os_free_pages(svm_msrpm, SVM_MSRPM_PAGES);
+	svm_iopm = svm_msrpm = NULL;
+}
+
+static int svm_hardware_setup(void)
+{
+	u32 a, b, c, d;
+	int i;
+
+	kvmp_cpuid(0x80000000, 0, &a, &b, &c, &d);
+	if (a < 0x8000000a)
+		goto no_svm;
+	kvmp_cpuid(0x80000001, 0, &a, &b, &c, &d);
+	if (!(c & (1U << 2)))
+		goto no_svm;
+	if (kvmp_rdmsr(MSR_VM_CR) & VM_CR_SVMDIS) {
+		kvmp_err("AMD SVM is disabled by the firmware\n");
+		return -KVMP_ENODEV;
+	}
+	kvmp_cpuid(0x8000000a, 0, &a, &b, &c, &d);
+	if (!(d & (1U << 0))) {
+		kvmp_err("AMD SVM without nested paging is not supported\n");
+		return -KVMP_ENODEV;
+	}
+	svm_max_asid = b - 1;
+	svm_has_nrips = d & (1U << 3);
+	svm_has_flush_by_asid = d & (1U << 6);
+	svm_has_decode_assists = d & (1U << 7);
+	if (svm_max_asid < 1)
+		goto no_svm;
+
+	svm_ncpus = kvmp_os_cpu_count();
+	svm_cpus = kvmp_os_zalloc(svm_ncpus * sizeof(*svm_cpus));
+	if (!svm_cpus)
+		goto nomem;
+	for (i = 0; i < svm_ncpus; i++) {
+		svm_cpus[i].hsave = kvmp_os_alloc_pages(1, &svm_cpus[i].hsave_pa);
+		svm_cpus[i].host_vmcb =
+			kvmp_os_alloc_pages(1, &svm_cpus[i].host_vmcb_pa);
+		if (!svm_cpus[i].hsave || !svm_cpus[i].host_vmcb)
+			goto nomem;
+	}
+	/* intercept every port and every MSR: the core decides */
+	svm_iopm = kvmp_os_alloc_pages(SVM_IOPM_PAGES, &svm_iopm_pa);
+	svm_msrpm = kvmp_os_alloc_pages(SVM_MSRPM_PAGES, &svm_msrpm_pa);
+	if (!svm_iopm || !svm_msrpm)
+		goto nomem;
+	kvmp_os_memset(svm_iopm, 0xff, SVM_IOPM_PAGES * KVMP_PAGE_SIZE);
+	kvmp_os_memset(svm_msrpm, 0xff, SVM_MSRPM_PAGES * KVMP_PAGE_SIZE);
+	kvmp_info("AMD SVM: %u ASIDs, next-RIP save %s, decode assists %s\n",
+		  svm_max_asid, svm_has_nrips ? "yes" : "no",
+		  svm_has_decode_assists ? "yes" : "no");
+	return 0;
+
+no_svm:
+	kvmp_err("this CPU has no usable AMD SVM\n");
+	return -KVMP_ENODEV;
+nomem:
+	svm_hardware_unsetup();
+	return -KVMP_ENOMEM;
+}
+
+static int svm_cpu_enable(void *unused)
+{
+	struct svm_cpu *c = &svm_cpus[kvmp_os_cpu()];
+	u64 efer = kvmp_rdmsr(MSR_EFER);
+
+	if (efer & EFER_SVME)
+		return -KVMP_EBUSY;	/* another hypervisor has this CPU */
+	kvmp_wrmsr(MSR_EFER, efer | EFER_SVME);
+	kvmp_wrmsr(MSR_VM_HSAVE_PA, c->hsave_pa);
+	c->enabled = true;
+	c->asid_generation++;
+	c->next_asid = 1;
+	c->flush_all = true;	/* whoever used these ASIDs before us */
+	return 0;
+}
+
+static int svm_cpu_disable(void *unused)
+{
+	struct svm_cpu *c = &svm_cpus[kvmp_os_cpu()];
+
+	if (!c->enabled)
+		return 0;
+	kvmp_wrmsr(MSR_VM_HSAVE_PA, 0);
+	kvmp_wrmsr(MSR_EFER, kvmp_rdmsr(MSR_EFER) & ~EFER_SVME);
+	c->enabled = false;
+	return 0;
+}
+
+/* --- nested page tables ----------------------------------------------------- */
+static u64 *npt_alloc_table(u64 *pa)
+{
+	return kvmp_os_alloc_pages(2, pa);
+}
+
+static int svm_vm_init(struct kvmp_vm *vm)
+{
+	struct svm_vm *s = kvmp_os_zalloc(sizeof(*s));
+
+	if (!s)
+		return -KVMP_ENOMEM;
+	s->npt_root = npt_alloc_table(&s->npt_root_pa);
+	if (!s->npt_root) {
+		kvmp_os_free(s);
+		return -KVMP_ENOMEM;
+	}
+	vm->arch = s;
+	return 0;
+}
+
+static void npt_free_table(u64 *table, int level)
+{
+	u64 **children = (u64 **)(table + 512);
+	int i;
+
+	for (i = 0; level > 1 && i < 512; i++)
+		if (children[i])
+			npt_free_table(children[i], level - 1);
+	kvmp_os_free_pages(table, 2);
+}
+
+static void svm_vm_destroy(struct kvmp_vm *vm)
+{
+	struct svm_vm *s = vm->arch;
+
+	npt_free_table(s->npt_root, 4);
+	kvmp_os_free(s);
+}
+
+/* the leaf entry for gpa, creating tables on the way if create; vm->lock held */
+static u64 *npt_leaf(struct kvmp_vm *vm, u64 gpa, bool create)
+{
+	struct svm_vm *s = vm->arch;
+	u64 *table = s->npt_root, pa;
+	int level, idx;
+
+	for (level = 4; level > 1; level--) {
+		u64 **children = (u64 **)(table + 512);
+
+		idx = (gpa >> (12 + 9 * (level - 1))) & 511;
+		if (!children[idx]) {
+			if (!create)
+				return NULL;
+			children[idx] = npt_alloc_table(&pa);
+			if (!children[idx])
+				return NULL;
+			table[idx] = pa | NPT_PRESENT_RW_USER;
+		}
+		table = children[idx];
+	}
+	return &table[(gpa >> 12) & 511];
+}
+
+static void svm_unmap_range(struct kvmp_vm *vm, u64 gpa, u64 size)
+{
+	u64 *pte;
+	u64 a;
+
+	for (a = gpa; a < gpa + size; a += KVMP_PAGE_SIZE) {
+		pte = npt_leaf(vm, a, false);
+		if (pte)
+			*pte = 0;
+	}
+}
+
+/* --- VCPUs ---------------------------------------------------------------- */
+static void seg_to_vmcb(struct vmcb_seg *v, const struct kvmp_segment *s)
+{
+	v->selector = s->selector;
+	v->base = s->base;
+	v->limit = s->limit;
+	v->attrib = s->unusable || !s->present ? 0 :
+		(s->type & 0xf) | (s->s & 1) << 4 | (s->dpl & 3) << 5 |
+		(s->present & 1) << 7 | (s->avl & 1) << 8 | (s->l & 1) << 9 |
+		(s->db & 1) << 10 | (s->g & 1) << 11;
+}
+
+static void seg_from_vmcb(struct kvmp_segment *s, const struct vmcb_seg *v)
+{
+	kvmp_os_memset(s, 0, sizeof(*s));
+	s->selector = v->selector;
+	s->base = v->base;
+	s->limit = v->limit;
+	s->type = v->attrib & 0xf;
+	s->s = (v->attrib >> 4) & 1;
+	s->dpl = (v->attrib >> 5) & 3;
+	s->present = (v->attrib >> 7) & 1;
+	s->avl = (v->attrib >> 8) & 1;
+	s->l = (v->attrib >> 9) & 1;
+	s->db = (v->attrib >> 10) & 1;
+	s->g = (v->attrib >> 11) & 1;
+	s->unusable = !s->present;
+}
+
+static void svm_seg(struct vmcb_seg *v, u16 sel, u64 base, u32 limit, u16 attrib)
+{
+	v->selector = sel;
+	v->base = base;
+	v->limit = limit;
+	v->attrib = attrib;
+}
+
+/* the state after RESET, as Linux's KVM sets it */
+static void svm_reset(struct kvmp_vcpu *vcpu)
+{
+	struct svm_vcpu *svm = to_svm(vcpu);
+	struct vmcb_save *save = &svm->vmcb->save;
+	struct vmcb_control *ctl = &svm->vmcb->control;
+	u16 data = 0x93, code = 0x9b;	/* present, S, read/write or exec/read */
+
+	ctl->intercepts[3] = ICPT3_INTR | ICPT3_NMI | ICPT3_CPUID | ICPT3_INVD |
+			     ICPT3_HLT | ICPT3_IOIO | ICPT3_MSR | ICPT3_SHUTDOWN;
+	ctl->intercepts[4] = ICPT4_VMRUN | ICPT4_VMMCALL | ICPT4_VMLOAD |
+			     ICPT4_VMSAVE | ICPT4_STGI | ICPT4_CLGI | ICPT4_SKINIT |
+			     ICPT4_MONITOR | ICPT4_MWAIT | ICPT4_MWAIT_COND |
+			     ICPT4_XSETBV;
+	ctl->iopm_base_pa = svm_iopm_pa;
+	ctl->msrpm_base_pa = svm_msrpm_pa;
+	ctl->int_ctl = V_INTR_MASKING;
+	ctl->nested_ctl = 1;	/* nested paging */
+	ctl->nested_cr3 = ((struct svm_vm *)vcpu->vm->arch)->npt_root_pa;
+
+	svm_seg(&save->cs, 0xf000, 0xffff0000, 0xffff, code);
+	svm_seg(&save->ds, 0, 0, 0xffff, data);
+	svm_seg(&save->es, 0, 0, 0xffff, data);
+	svm_seg(&save->ss, 0, 0, 0xffff, data);
+	svm_seg(&save->fs, 0, 0, 0xffff, data);
+	svm_seg(&save->gs, 0, 0, 0xffff, data);
+	svm_seg(&save->gdtr, 0, 0, 0xffff, 0);
+	svm_seg(&save->idtr, 0, 0, 0xffff, 0);
+	svm_seg(&save->ldtr, 0, 0, 0xffff, 0x82);	/* present LDT */
+	svm_seg(&save->tr, 0, 0, 0xffff, 0x8b);	/* present busy TSS */
+	save->cr0 = 0x60000010;		/* CD, NW, ET */
+	save->dr6 = 0xffff0ff0;
+	save->dr7 = 0x400;
+	save->rflags = 2;
+	save->rip = 0xfff0;
+	save->g_pat = PAT_DEFAULT;
+	save->efer = EFER_SVME;		/* VMRUN demands it; the guest never sees it */
+	svm->enter.gprs[KVMP_RDX] = 0x600;	/* the reset signature */
+
+	/* FCW 0x37f, MXCSR 0x1f80: FNINIT and the SSE reset value */
+	svm->fxsave[0] = 0x7f;
+	svm->fxsave[1] = 0x03;
+	svm->fxsave[24] = 0x80;
+	svm->fxsave[25] = 0x1f;
+}
+
+static int svm_vcpu_create(struct kvmp_vcpu *vcpu)
+{
+	struct svm_vcpu *svm;
+	u64 pa;
+
+	svm = kvmp_os_alloc_pages(1, &pa);
+	if (!svm)
+		return -KVMP_ENOMEM;
+	svm->vmcb = kvmp_os_alloc_pages(1, &svm->enter.vmcb_pa);
+	if (!svm->vmcb) {
+		kvmp_os_free_pages(svm, 1);
+		return -KVMP_ENOMEM;
+	}
+	svm->asid_cpu = -1;
+	vcpu->arch = svm;
+	svm_reset(vcpu);
+	return 0;
+}
+
+static void svm_vcpu_free(struct kvmp_vcpu *vcpu)
+{
+	struct svm_vcpu *svm = to_svm(vcpu);
+
+	kvmp_os_free_pages(svm->vmcb, 1);
+	kvmp_os_free_pages(svm, 1);
+}
+
+static void svm_get_regs(struct kvmp_vcpu *vcpu, struct kvmp_regs *r)
+{
+	struct svm_vcpu *svm = to_svm(vcpu);
+	const u64 *g = svm->enter.gprs;
+	struct vmcb_save *save = &svm->vmcb->save;
+
+	r->rax = save->rax;
+	r->rbx = g[KVMP_RBX];
+	r->rcx = g[KVMP_RCX];
+	r->rdx = g[KVMP_RDX];
+	r->rsi = g[KVMP_RSI];
+	r->rdi = g[KVMP_RDI];
+	r->rsp = save->rsp;
+	r->rbp = g[KVMP_RBP];
+	r->r8 = g[KVMP_R8];
+	r->r9 = g[KVMP_R9];
+	r->r10 = g[KVMP_R10];
+	r->r11 = g[KVMP_R11];
+	r->r12 = g[KVMP_R12];
+	r->r13 = g[KVMP_R13];
+	r->r14 = g[KVMP_R14];
+	r->r15 = g[KVMP_R15];
+	r->rip = save->rip;
+	r->rflags = save->rflags;
+}
+
+static void svm_set_regs(struct kvmp_vcpu *vcpu, const struct kvmp_regs *r)
+{
+	struct svm_vcpu *svm = to_svm(vcpu);
+	u64 *g = svm->enter.gprs;
+	struct vmcb_save *save = &svm->vmcb->save;
+
+	save->rax = r->rax;
+	g[KVMP_RBX] = r->rbx;
+	g[KVMP_RCX] = r->rcx;
+	g[KVMP_RDX] = r->rdx;
+	g[KVMP_RSI] = r->rsi;
+	g[KVMP_RDI] = r->rdi;
+	save->rsp = r->rsp;
+	g[KVMP_RBP] = r->rbp;
+	g[KVMP_R8] = r->r8;
+	g[KVMP_R9] = r->r9;
+	g[KVMP_R10] = r->r10;
+	g[KVMP_R11] = r->r11;
+	g[KVMP_R12] = r->r12;
+	g[KVMP_R13] = r->r13;
+	g[KVMP_R14] = r->r14;
+	g[KVMP_R15] = r->r15;
+	if (save->rip != r->rip)	/* a new RIP leaves any interrupt shadow */
+		svm->vmcb->control.int_state &= ~INT_STATE_SHADOW;
+	save->rip = r->rip;
+	save->rflags = r->rflags | 2;
+}
+
+static void svm_get_sregs(struct kvmp_vcpu *vcpu, struct kvmp_sregs *s)
+{
+	struct svm_vcpu *svm = to_svm(vcpu);
+	struct vmcb_save *save = &svm->vmcb->save;
+
+	kvmp_os_memset(s, 0, sizeof(*s));
+	seg_from_vmcb(&s->cs, &save->cs);
+	seg_from_vmcb(&s->ds, &save->ds);
+	seg_from_vmcb(&s->es, &save->es);
+	seg_from_vmcb(&s->fs, &save->fs);
+	seg_from_vmcb(&s->gs, &save->gs);
+	seg_from_vmcb(&s->ss, &save->ss);
+	seg_from_vmcb(&s->tr, &save->tr);
+	seg_from_vmcb(&s->ldt, &save->ldtr);
+	s->gdt.base = save->gdtr.base;
+	s->gdt.limit = save->gdtr.limit;
+	s->idt.base = save->idtr.base;
+	s->idt.limit = save->idtr.limit;
+	s->cr0 = save->cr0;
+	s->cr2 = save->cr2;
+	s->cr3 = save->cr3;
+	s->cr4 = save->cr4;
+	s->cr8 = svm->vmcb->control.int_ctl & 0xf;
+	s->efer = save->efer & ~EFER_SVME;
+	s->apic_base = vcpu->apic_base;
+}
+
+static int svm_set_sregs(struct kvmp_vcpu *vcpu, const struct kvmp_sregs *s)
+{
+	struct svm_vcpu *svm = to_svm(vcpu);
+	struct vmcb_save *save = &svm->vmcb->save;
+	int i;
+
+	/* Linux's consistency rules for long mode */
+	if ((s->efer & KVMP_EFER_LME) && (s->cr0 & KVMP_CR0_PG)) {
+		if (!(s->cr4 & KVMP_CR4_PAE) || !(s->efer & KVMP_EFER_LMA))
+			return -KVMP_EINVAL;
+	} else if ((s->efer & KVMP_EFER_LMA) || s->cs.l) {
+		return -KVMP_EINVAL;
+	}
+	if (s->efer & ~EFER_GUEST_BITS)
+		return -KVMP_EINVAL;
+
+	seg_to_vmcb(&save->cs, &s->cs);
+	seg_to_vmcb(&save->ds, &s->ds);
+	seg_to_vmcb(&save->es, &s->es);
+	seg_to_vmcb(&save->fs, &s->fs);
+	seg_to_vmcb(&save->gs, &s->gs);
+	seg_to_vmcb(&save->ss, &s->ss);
+	seg_to_vmcb(&save->tr, &s->tr);
+	seg_to_vmcb(&save->ldtr, &s->ldt);
+	save->gdtr.base = s->gdt.base;
+	save->gdtr.limit = s->gdt.limit;
+	save->idtr.base = s->idt.base;
+	save->idtr.limit = s->idt.limit;
+	save->cpl = (s->cr0 & KVMP_CR0_PE) ? s->ss.dpl : 0;
+	save->cr0 = s->cr0;
+	save->cr2 = s->cr2;
+	save->cr3 = s->cr3;
+	save->cr4 = s->cr4;
+	save->efer = s->efer | EFER_SVME;
+	vcpu->apic_base = s->apic_base;
+	for (i = 0; i < KVMP_NR_INTERRUPTS / 64; i++) {	/* a queued interrupt */
+		if (s->interrupt_bitmap[i]) {
+			vcpu->pending_irq = i * 64 +
+				__builtin_ctzll(s->interrupt_bitmap[i]);
+			break;
+		}
+	}
+	return 0;
+}
+
+/* struct kvmp_fpu is the FXSAVE image rearranged */
+static void svm_get_fpu(struct kvmp_vcpu *vcpu, struct kvmp_fpu *f)
+{
+	const u8 *x = to_svm(vcpu)->fxsave;
+	int i;
+
+	kvmp_os_memset(f, 0, sizeof(*f));
+	kvmp_os_memcpy(&f->fcw, x + 0, 2);
+	kvmp_os_memcpy(&f->fsw, x + 2, 2);
+	f->ftwx = x[4];
+	kvmp_os_memcpy(&f->last_opcode, x + 6, 2);
+	kvmp_os_memcpy(&f->last_ip, x + 8, 8);
+	kvmp_os_memcpy(&f->last_dp, x + 16, 8);
+	kvmp_os_memcpy(&f->mxcsr, x + 24, 4);
+	for (i = 0; i < 8; i++)
+		kvmp_os_memcpy(f->fpr[i], x + 32 + 16 * i, 16);
+	kvmp_os_memcpy(f->xmm, x + 160, sizeof(f->xmm));
+}
+
+static void svm_set_fpu(struct kvmp_vcpu *vcpu, const struct kvmp_fpu *f)
+{
+	u8 *x = to_svm(vcpu)->fxsave;
+	int i;
+
+	kvmp_os_memcpy(x + 0, &f->fcw, 2);
+	kvmp_os_memcpy(x + 2, &f->fsw, 2);
+	x[4] = f->ftwx;
+	kvmp_os_memcpy(x + 6, &f->last_opcode, 2);
+	kvmp_os_memcpy(x + 8, &f->last_ip, 8);
+	kvmp_os_memcpy(x + 16, &f->last_dp, 8);
+	kvmp_os_memcpy(x + 24, &f->mxcsr, 4);
+	for (i = 0; i < 8; i++)
+		kvmp_os_memcpy(x + 32 + 16 * i, f->fpr[i], 16);
+	kvmp_os_memcpy(x + 160, f->xmm, sizeof(f->xmm));
+}
+
+static bool is_canonical(u64 a)
+{
+	return (u64)((long long)(a << 16) >> 16) == a;
+}
+
+static u64 rdtsc(void)
+{
+	u32 lo, hi;
+
+	asm volatile("rdtsc" : "=a"(lo), "=d"(hi));
+	return ((u64)hi << 32) | lo;
+}
+
+static u64 *svm_msr_field(struct svm_vcpu *svm, u32 index, bool *address)
+{
+	struct vmcb_save *save = &svm->vmcb->save;
+
+	*address = true;
+	switch (index) {
+	case 0x175: return &save->sysenter_esp;
+	case 0x176: return &save->sysenter_eip;
+	case 0xc0000082: return &save->lstar;
+	case 0xc0000083: return &save->cstar;
+	case 0xc0000100: return &save->fs.base;
+	case 0xc0000101: return &save->gs.base;
+	case 0xc0000102: return &save->kernel_gs_base;
+	}
+	*address = false;
+	switch (index) {
+	case 0x174: return &save->sysenter_cs;
+	case 0x277: return &save->g_pat;
+	case 0xc0000081: return &save->star;
+	case 0xc0000084: return &save->sfmask;
+	}
+	return NULL;
+}
+
+static int svm_get_msr(struct kvmp_vcpu *vcpu, u32 index, u64 *data)
+{
+	struct svm_vcpu *svm = to_svm(vcpu);
+	bool address;
+	u64 *field;
+
+	switch (index) {
+	case 0x10:
+		*data = rdtsc() + svm->vmcb->control.tsc_offset;
+		return 0;
+	case MSR_EFER:
+		*data = svm->vmcb->save.efer & ~EFER_SVME;
+		return 0;
+	}
+	field = svm_msr_field(svm, index, &address);
+	if (!field)
+		return -KVMP_ENOENT;
+	*data = *field;
+	return 0;
+}
+
+static int svm_set_msr(struct kvmp_vcpu *vcpu, u32 index, u64 data)
+{
+	struct svm_vcpu *svm = to_svm(vcpu);
+	bool address;
+	u64 *field;
+
+	switch (index) {
+	case 0x10:
+		svm->vmcb->control.tsc_offset = data - rdtsc();
+		return 0;
+	case MSR_EFER:
+		if (data & ~EFER_GUEST_BITS)
+			return -KVMP_EINVAL;
+		svm->vmcb->save.efer = data | EFER_SVME;
+		return 0;
+	}
+	field = svm_msr_field(svm, index, &address);
+	if (!field || (address && !is_canonical(data)))
+		return -KVMP_EINVAL;
+	*field = data;
+	return 0;
+}
+
+static bool svm_if_flag(struct kvmp_vcpu *vcpu)
+{
+	return to_svm(vcpu)->vmcb->save.rflags & KVMP_EFLAGS_IF;
+}
+
+static bool svm_interrupt_allowed(struct kvmp_vcpu *vcpu)
+{
+	struct vmcb *vmcb = to_svm(vcpu)->vmcb;
+
+	return (vmcb->save.rflags & KVMP_EFLAGS_IF) &&
+	       !(vmcb->control.int_state & INT_STATE_SHADOW) &&
+	       !(vmcb->control.event_inj & EVENT_VALID);
+}
+
+/* --- events ------------------------------------------------------------------ */
+static void svm_inject(struct vmcb *vmcb, u32 event, u32 error)
+{
+	vmcb->control.event_inj = (u64)error << 32 | event | EVENT_VALID;
+}
+
+static void svm_inject_exception(struct kvmp_vcpu *vcpu, u8 vector,
+				 bool has_error, u32 error)
+{
+	svm_inject(to_svm(vcpu)->vmcb, EVENT_TYPE_EXCEPTION | vector |
+		   (has_error ? EVENT_ERROR_VALID : 0), error);
+}
+
+static void svm_irq_window(struct vmcb *vmcb, bool on)
+{
+	if (on) {	/* a virtual interrupt that exits as soon as it could be taken */
+		vmcb->control.int_ctl |= V_IRQ | (0xf << V_INTR_PRIO_SHIFT) |
+					 V_IGN_TPR;
+		vmcb->control.intercepts[3] |= ICPT3_VINTR;
+	} else {
+		vmcb->control.int_ctl &= ~(V_IRQ | (0xf << V_INTR_PRIO_SHIFT) |
+					   V_IGN_TPR);
+		vmcb->control.intercepts[3] &= ~ICPT3_VINTR;
+	}
+}
+
+static void svm_inject_pending(struct kvmp_vcpu *vcpu)
+{
+	struct vmcb *vmcb = to_svm(vcpu)->vmcb;
+	bool wanted = vcpu->run->request_interrupt_window;
+
+	if (vmcb->control.event_inj & EVENT_VALID) {
+		/* an interrupted delivery goes first; the window waits */
+	} else if (vcpu->pending_nmi) {
+		svm_inject(vmcb, EVENT_TYPE_NMI | 2, 0);
+		vcpu->pending_nmi = false;
+	} else if (vcpu->pending_irq >= 0 && svm_interrupt_allowed(vcpu)) {
+		svm_inject(vmcb, EVENT_TYPE_INTR | vcpu->pending_irq, 0);
+		vcpu->pending_irq = -1;
+	} else if (vcpu->pending_irq >= 0) {
+		wanted = true;
+	}
+	svm_irq_window(vmcb, wanted && !svm_interrupt_allowed(vcpu));
+}
+
+/* --- entering the guest -------------------------------------------------------- */
+/*
+ * With GIF clear and the host's interrupts enabled (so a host interrupt
+ * becomes an INTR exit): save the host's VMSAVE state, load the guest's GPRs
+ * and VMLOAD state, VMRUN, and undo it all on #VMEXIT.  RBP is saved by hand
+ * because it may be the frame pointer.
+ */
+static void svm_enter_guest(struct svm_enter *e)
+{
+	asm volatile(
+		"push %%rbp\n\t"
+		"push %%rax\n\t"
+		"mov %c[host](%%rax), %%rax\n\t"
+		"vmsave %%rax\n\t"
+		"mov (%%rsp), %%rax\n\t"
+		"mov %c[rcx](%%rax), %%rcx\n\t"
+		"mov %c[rdx](%%rax), %%rdx\n\t"
+		"mov %c[rbx](%%rax), %%rbx\n\t"
+		"mov %c[rbp](%%rax), %%rbp\n\t"
+		"mov %c[rsi](%%rax), %%rsi\n\t"
+		"mov %c[rdi](%%rax), %%rdi\n\t"
+		"mov %c[r8](%%rax), %%r8\n\t"
+		"mov %c[r9](%%rax), %%r9\n\t"
+		"mov %c[r10](%%rax), %%r10\n\t"
+		"mov %c[r11](%%rax), %%r11\n\t"
+		"mov %c[r12](%%rax), %%r12\n\t"
+		"mov %c[r13](%%rax), %%r13\n\t"
+		"mov %c[r14](%%rax), %%r14\n\t"
+		"mov %c[r15](%%rax), %%r15\n\t"
+		"mov %c[vmcb](%%rax), %%rax\n\t"
+		"vmload %%rax\n\t"
+		"vmrun %%rax\n\t"
+		"vmsave %%rax\n\t"
+		"xchg (%%rsp), %%rax\n\t"
+		"mov %%rcx, %c[rcx](%%rax)\n\t"
+		"mov %%rdx, %c[rdx](%%rax)\n\t"
+		"mov %%rbx, %c[rbx](%%rax)\n\t"
+		"mov %%rbp, %c[rbp](%%rax)\n\t"
+		"mov %%rsi, %c[rsi](%%rax)\n\t"
+		"mov %%rdi, %c[rdi](%%rax)\n\t"
+		"mov %%r8, %c[r8](%%rax)\n\t"
+		"mov %%r9, %c[r9](%%rax)\n\t"
+		"mov %%r10, %c[r10](%%rax)\n\t"
+		"mov %%r11, %c[r11](%%rax)\n\t"
+		"mov %%r12, %c[r12](%%rax)\n\t"
+		"mov %%r13, %c[r13](%%rax)\n\t"
+		"mov %%r14, %c[r14](%%rax)\n\t"
+		"mov %%r15, %c[r15](%%rax)\n\t"
+		"mov %c[host](%%rax), %%rax\n\t"
+		"vmload %%rax\n\t"
+		"add $8, %%rsp\n\t"
+		"pop %%rbp\n\t"
+		: "+a"(e)
+		: [host] "i"(__builtin_offsetof(struct svm_enter, host_vmcb_pa)),
+		  [vmcb] "i"(__builtin_offsetof(struct svm_enter, vmcb_pa)),
+		  [rcx] "i"(KVMP_RCX * 8), [rdx] "i"(KVMP_RDX * 8),
+		  [rbx] "i"(KVMP_RBX * 8), [rbp] "i"(KVMP_RBP * 8),
+		  [rsi] "i"(KVMP_RSI * 8), [rdi] "i"(KVMP_RDI * 8),
+		  [r8] "i"(KVMP_R8 * 8), [r9] "i"(KVMP_R9 * 8),
+		  [r10] "i"(KVMP_R10 * 8), [r11] "i"(KVMP_R11 * 8),
+		  [r12] "i"(KVMP_R12 * 8), [r13] "i"(KVMP_R13 * 8),
+		  [r14] "i"(KVMP_R14 * 8), [r15] "i"(KVMP_R15 * 8)
+		: "rbx", "rcx", "rdx", "rsi", "rdi", "r8", "r9", "r10", "r11",
+		  "r12", "r13", "r14", "r15", "memory", "cc");
+}
+
+/* a fresh ASID when the VCPU changed CPU or the CPU ran out; preemption off */
+static void svm_prepare_asid(struct kvmp_vcpu *vcpu, struct svm_cpu *c, int cpu)
+{
+	struct svm_vcpu *svm = to_svm(vcpu);
+	struct vmcb_control *ctl = &svm->vmcb->control;
+	u32 gen = __atomic_load_n(&vcpu->vm->tlb_generation, __ATOMIC_ACQUIRE);
+
+	ctl->tlb_ctl = 0;
+	if (svm->asid_cpu != cpu || svm->asid_generation != c->asid_generation) {
+		if (c->next_asid > svm_max_asid) {
+			c->asid_generation++;
+			c->next_asid = 1;
+			c->flush_all = true;
+		}
+		svm->asid = c->next_asid++;
+		svm->asid_generation = c->asid_generation;
+		svm->asid_cpu = cpu;
+	}
+	ctl->asid = svm->asid;
+	if (c->flush_all) {
+		ctl->tlb_ctl = TLB_FLUSH_ALL;
+		c->flush_all = false;
+	} else if (gen != vcpu->tlb_generation) {
+		ctl->tlb_ctl = svm_has_flush_by_asid ? TLB_FLUSH_ASID :
+						       TLB_FLUSH_ALL;
+	}
+	vcpu->tlb_generation = gen;
+	ctl->clean = 0;		/* we never tell the CPU anything is cached */
+}
+
+typedef int (*svm_exit_handler)(struct kvmp_vcpu *vcpu);
+static const svm_exit_handler svm_exit_handlers[SVM_EXIT_NPF + 1];
+
+static int svm_handle_exit(struct kvmp_vcpu *vcpu)
+{
+	struct svm_vcpu *svm = to_svm(vcpu);
+	struct vmcb_control *ctl = &svm->vmcb->control;
+	struct kvmp_run *run = vcpu->run;
+	u64 code = ctl->exit_code;
+	u32 info = (u32)ctl->exit_int_info;
+
+	if (code == SVM_EXIT_INVALID) {
+		run->exit_reason = KVMP_EXIT_FAIL_ENTRY;
+		run->fail_entry.hardware_entry_failure_reason = code;
+		run->fail_entry.cpu = svm->asid_cpu;
+		return KVMP_TO_USER;
+	}
+	/* an event whose delivery the exit interrupted is delivered again */
+	if ((info & EVENT_VALID) && (info & EVENT_TYPE_MASK) != EVENT_TYPE_SOFT)
+		ctl->event_inj = ctl->exit_int_info;
+	if (code <= SVM_EXIT_NPF && svm_exit_handlers[code])
+		return svm_exit_handlers[code](vcpu);
+	kvmp_internal_error(vcpu, KVMP_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON,
+			    code, ctl->exit_info_1);
+	return KVMP_TO_USER;
+}
+
+static int svm_run(struct kvmp_vcpu *vcpu)
+{
+	struct svm_vcpu *svm = to_svm(vcpu);
+	struct svm_cpu *c;
+	int cpu;
+
+	svm_inject_pending(vcpu);
+
+	kvmp_os_fpu_begin();	/* preemption off until fpu_end */
+	kvmp_os_irq_disable();
+	cpu = kvmp_os_cpu();
+	c = &svm_cpus[cpu];
+	svm_prepare_asid(vcpu, c, cpu);
+	svm->enter.host_vmcb_pa = c->host_vmcb_pa;
+	asm volatile("fxrstor64 %0" : : "m"(svm->fxsave));
+
+	asm volatile("clgi" ::: "memory");
+	kvmp_os_irq_enable();	/* GIF=0 holds them until VMRUN sets it */
+	svm_enter_guest(&svm->enter);
+	kvmp_os_irq_disable();
+	asm volatile("stgi" ::: "memory");
+
+	asm volatile("fxsave64 %0" : "=m"(svm->fxsave));
+	kvmp_os_irq_enable();
+	kvmp_os_fpu_end();
+
+	return svm_handle_exit(vcpu);
+}
+
+/* --- exit handlers --------------------------------------------------------------- */
+/* move past an instruction of len bytes (next-RIP when the CPU saves it) */
+static void svm_skip(struct kvmp_vcpu *vcpu, unsigned int len)
+{
+	struct vmcb *vmcb = to_svm(vcpu)->vmcb;
+
+	vmcb->save.rip = svm_has_nrips && vmcb->control.next_rip ?
+		vmcb->control.next_rip : vmcb->save.rip + len;
+	vmcb->control.int_state &= ~INT_STATE_SHADOW;
+}
+
+static int svm_exit_reenter(struct kvmp_vcpu *vcpu)
+{
+	return KVMP_REENTER;	/* a host interrupt or NMI: the host took it */
+}
+
+static int svm_exit_vintr(struct kvmp_vcpu *vcpu)
+{
+	svm_irq_window(to_svm(vcpu)->vmcb, false);
+	return KVMP_REENTER;	/* the run loop injects or reports the window */
+}
+
+static int svm_exit_cpuid(struct kvmp_vcpu *vcpu)
+{
+	struct svm_vcpu *svm = to_svm(vcpu);
+	u64 *g = svm->enter.gprs;
+	u32 a = svm->vmcb->save.rax, b, c = g[KVMP_RCX], d;
+
+	kvmp_emulate_cpuid(vcpu, &a, &b, &c, &d);
+	svm->vmcb->save.rax = a;
+	g[KVMP_RBX] = b;
+	g[KVMP_RCX] = c;
+	g[KVMP_RDX] = d;
+	svm_skip(vcpu, 2);
+	return KVMP_REENTER;
+}
+
+static int svm_exit_hlt(struct kvmp_vcpu *vcpu)
+{
+	svm_skip(vcpu, 1);
+	vcpu->run->exit_reason = KVMP_EXIT_HLT;	/* no in-kernel irqchip */
+	return KVMP_TO_USER;
+}
+
+static int svm_exit_invd(struct kvmp_vcpu *vcpu)
+{
+	svm_skip(vcpu, 2);	/* nothing to invalidate for a guest */
+	return KVMP_REENTER;
+}
+
+static int svm_exit_ud(struct kvmp_vcpu *vcpu)
+{
+	svm_inject_exception(vcpu, 6, false, 0);
+	return KVMP_REENTER;
+}
+
+static int svm_exit_ioio(struct kvmp_vcpu *vcpu)
+{
+	struct vmcb_control *ctl = &to_svm(vcpu)->vmcb->control;
+	u64 info = ctl->exit_info_1;
+	struct kvmp_pio pio = { 0 };
+
+	pio.in = info & 1;
+	pio.string = info & (1 << 2);
+	pio.rep = info & (1 << 3);
+	pio.size = (info & (1 << 4)) ? 1 : (info & (1 << 5)) ? 2 : 4;
+	pio.addr_size = (info & (1 << 7)) ? 2 : (info & (1 << 8)) ? 4 : 8;
+	/* OUTS names its segment only with decode assists; DS otherwise */
+	pio.seg = svm_has_decode_assists ? (info >> 10) & 7 : KVMP_SEG_DS;
+	pio.port = info >> 16;
+	pio.next_rip = ctl->exit_info_2;
+	to_svm(vcpu)->vmcb->control.int_state &= ~INT_STATE_SHADOW;
+	return kvmp_exit_pio(vcpu, &pio);
+}
+
+static int svm_exit_msr(struct kvmp_vcpu *vcpu)
+{
+	struct svm_vcpu *svm = to_svm(vcpu);
+	u64 *g = svm->enter.gprs;
+	u32 index = g[KVMP_RCX];
+	u64 data;
+
+	if (svm->vmcb->control.exit_info_1) {	/* WRMSR */
+		data = (g[KVMP_RDX] << 32) | (u32)svm->vmcb->save.rax;
+		if (kvmp_set_msr(vcpu, index, data)) {
+			svm_inject_exception(vcpu, 13, true, 0);
+			return KVMP_REENTER;
+		}
+	} else {
+		if (kvmp_get_msr(vcpu, index, &data)) {
+			svm_inject_exception(vcpu, 13, true, 0);
+			return KVMP_REENTER;
+		}
+		svm->vmcb->save.rax = (u32)data;
+		g[KVMP_RDX] = data >> 32;
+	}
+	svm_skip(vcpu, 2);
+	return KVMP_REENTER;
+}
+
+static int svm_exit_shutdown(struct kvmp_vcpu *vcpu)
+{
+	vcpu->run->exit_reason = KVMP_EXIT_SHUTDOWN;
+	return KVMP_TO_USER;
+}
+
+#define NPF_FETCH	(1ULL << 4)
+#define NPF_IN_WALK	(1ULL << 33)
+
+static int svm_exit_npf(struct kvmp_vcpu *vcpu)
+{
+	struct vmcb_control *ctl = &to_svm(vcpu)->vmcb->control;
+	struct kvmp_vm *vm = vcpu->vm;
+	u64 gpa = ctl->exit_info_2, err = ctl->exit_info_1, hpa, *pte;
+	int r;
+
+	kvmp_os_mutex_lock(vm->lock);
+	r = kvmp_gpa_to_hpa(vm, gpa, true, &hpa);
+	if (!r) {
+		pte = npt_leaf(vm, gpa, true);
+		if (pte)
+			*pte = (hpa & NPT_ADDR_MASK) | NPT_PRESENT_RW_USER;
+		else
+			r = -KVMP_ENOMEM;
+	}
+	kvmp_os_mutex_unlock(vm->lock);
+	if (!r)
+		return KVMP_REENTER;
+	if (r != -KVMP_ENOENT)
+		return r;	/* pinning failed: KVM_RUN reports it */
+	/* no slot: MMIO, which only a data access outside a page walk can be */
+	if (err & (NPF_FETCH | NPF_IN_WALK)) {
+		kvmp_internal_error(vcpu, KVMP_INTERNAL_ERROR_EMULATION, gpa, err);
+		return KVMP_TO_USER;
+	}
+	return kvmp_exit_mmio(vcpu, gpa,
+			      svm_has_decode_assists ? ctl->insn_bytes : NULL,
+			      svm_has_decode_assists ? ctl->insn_len : 0);
+}
+
+static const svm_exit_handler svm_exit_handlers[SVM_EXIT_NPF + 1] = {
+	[SVM_EXIT_INTR]		= svm_exit_reenter,
+	[SVM_EXIT_NMI]		= svm_exit_reenter,
+	[SVM_EXIT_SMI]		= svm_exit_reenter,
+	[SVM_EXIT_VINTR]	= svm_exit_vintr,
+	[SVM_EXIT_CPUID]	= svm_exit_cpuid,
+	[SVM_EXIT_INVD]		= svm_exit_invd,
+	[SVM_EXIT_HLT]		= svm_exit_hlt,
+	[SVM_EXIT_IOIO]		= svm_exit_ioio,
+	[SVM_EXIT_MSR]		= svm_exit_msr,
+	[SVM_EXIT_SHUTDOWN]	= svm_exit_shutdown,
+	[SVM_EXIT_VMRUN]	= svm_exit_ud,
+	[SVM_EXIT_VMMCALL]	= svm_exit_ud,
+	[SVM_EXIT_VMLOAD]	= svm_exit_ud,
+	[SVM_EXIT_VMSAVE]	= svm_exit_ud,
+	[SVM_EXIT_STGI]		= svm_exit_ud,
+	[SVM_EXIT_CLGI]		= svm_exit_ud,
+	[SVM_EXIT_SKINIT]	= svm_exit_ud,
+	[SVM_EXIT_MONITOR]	= svm_exit_ud,
+	[SVM_EXIT_MWAIT]	= svm_exit_ud,
+	[SVM_EXIT_MWAIT_COND]	= svm_exit_ud,
+	[SVM_EXIT_XSETBV]	= svm_exit_ud,
+	[SVM_EXIT_NPF]		= svm_exit_npf,
+};
+
+const struct kvmp_backend kvmp_svm_backend = {
+	.name = "svm",
+	.hardware_setup = svm_hardware_setup,
+	.hardware_unsetup = svm_hardware_unsetup,
+	.cpu_enable = svm_cpu_enable,
+	.cpu_disable = svm_cpu_disable,
+	.vm_init = svm_vm_init,
+	.vm_destroy = svm_vm_destroy,
+	.unmap_range = svm_unmap_range,
+	.vcpu_create = svm_vcpu_create,
+	.vcpu_free = svm_vcpu_free,
+	.get_regs = svm_get_regs,
+	.set_regs = svm_set_regs,
+	.get_sregs = svm_get_sregs,
+	.set_sregs = svm_set_sregs,
+	.get_fpu = svm_get_fpu,
+	.set_fpu = svm_set_fpu,
+	.get_msr = svm_get_msr,
+	.set_msr = svm_set_msr,
+	.interrupt_allowed = svm_interrupt_allowed,
+	.if_flag = svm_if_flag,
+	.run = svm_run,
+};

@@ -1,0 +1,229 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The OS contract (core/kvmp_os.h) on Linux.
+ */
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
+#include <linux/gfp.h>
+#include <linux/io.h>
+#include <linux/mm.h>
+#include <linux/mutex.h>
+#include <linux/preempt.h>
+#include <linux/printk.h>
+#include <linux/sched.h>
+#include <linux/sched/signal.h>
+#include <linux/slab.h>
+#include <linux/smp.h>
+#include <linux/string.h>
+#include <linux/uaccess.h>
+#include <asm/fpu/api.h>
+
+#include "kvmp_os.h"
+
+void *kvmp_os_zalloc(unsigned long size)
+{
+	return kvzalloc(size, GFP_KERNEL_ACCOUNT);
+}
+
+void kvmp_os_free(void *p)
+{
+	kvfree(p);
+}
+
+void *kvmp_os_alloc_pages(unsigned int npages, u64 *pa)
+{
+	void *va = alloc_pages_exact(npages * PAGE_SIZE,
+				     GFP_KERNEL_ACCOUNT | __GFP_ZERO);
+
+	if (va)
+		*pa = virt_to_phys(va);
+	return va;
+}
+
+void kvmp_os_free_pages(void *va, unsigned int npages)
+{
+	free_pages_exact(va, npages * PAGE_SIZE);
+}
+
+/* the handle is the struct page itself */
+int kvmp_os_pin_user_page(u64 uaddr, bool write, struct kvmp_os_pin **pin,
+			  u64 *pa)
+{
+	struct page *page;
+	int n;
+
+	n = pin_user_pages_fast(uaddr, 1, (write ? FOLL_WRITE : 0) | FOLL_LONGTERM,
+				&page);
+	if (n != 1)
+		return n < 0 ? n : -EFAULT;
+	*pin = (struct kvmp_os_pin *)page;
+	*pa = page_to_phys(page);
+	return 0;
+}
+
+void kvmp_os_unpin_user_page(struct kvmp_os_pin *pin, bool dirty)
+{
+	struct page *page = (struct page *)pin;
+
+	unpin_user_pages_dirty_lock(&page, 1, dirty);
+}
+
+int kvmp_os_copy_from_user(void *dst, u64 usrc, unsigned long n)
+{
+	return copy_from_user(dst, u64_to_user_ptr(usrc), n) ? -EFAULT : 0;
+}
+
+int kvmp_os_copy_to_user(u64 udst, const void *src, unsigned long n)
+{
+	return copy_to_user(u64_to_user_ptr(udst), src, n) ? -EFAULT : 0;
+}
+
+struct kvmp_os_mutex {
+	struct mutex m;
+};
+
+struct kvmp_os_mutex *kvmp_os_mutex_create(void)
+{
+	struct kvmp_os_mutex *m = kmalloc(sizeof(*m), GFP_KERNEL);
+
+	if (m)
+		mutex_init(&m->m);
+	return m;
+}
+
+void kvmp_os_mutex_destroy(struct kvmp_os_mutex *m)
+{
+	if (m)
+		mutex_destroy(&m->m);
+	kfree(m);
+}
+
+void kvmp_os_mutex_lock(struct kvmp_os_mutex *m)
+{
+	mutex_lock(&m->m);
+}
+
+void kvmp_os_mutex_unlock(struct kvmp_os_mutex *m)
+{
+	mutex_unlock(&m->m);
+}
+
+int kvmp_os_cpu(void)
+{
+	return smp_processor_id();
+}
+
+int kvmp_os_cpu_count(void)
+{
+	return nr_cpu_ids;
+}
+
+void kvmp_os_preempt_disable(void)
+{
+	preempt_disable();
+}
+
+void kvmp_os_preempt_enable(void)
+{
+	preempt_enable();
+}
+
+unsigned long kvmp_os_irq_save(void)
+{
+	unsigned long flags;
+
+	local_irq_save(flags);
+	return flags;
+}
+
+void kvmp_os_irq_restore(unsigned long flags)
+{
+	local_irq_restore(flags);
+}
+
+void kvmp_os_irq_enable(void)
+{
+	local_irq_enable();
+}
+
+void kvmp_os_irq_disable(void)
+{
+	local_irq_disable();
+}
+
+struct kvmp_each_cpu {
+	int (*fn)(void *arg);
+	void *arg;
+	atomic_t error;
+};
+
+static void kvmp_each_cpu_call(void *data)
+{
+	struct kvmp_each_cpu *e = data;
+	int r = e->fn(e->arg);
+
+	if (r)
+		atomic_cmpxchg(&e->error, 0, r);
+}
+
+int kvmp_os_on_each_cpu(int (*fn)(void *arg), void *arg)
+{
+	struct kvmp_each_cpu e = { .fn = fn, .arg = arg, .error = ATOMIC_INIT(0) };
+
+	on_each_cpu(kvmp_each_cpu_call, &e, 1);
+	return atomic_read(&e.error);
+}
+
+void kvmp_os_fpu_begin(void)
+{
+	kernel_fpu_begin();
+}
+
+void kvmp_os_fpu_end(void)
+{
+	kernel_fpu_end();
+}
+
+bool kvmp_os_signal_pending(void)
+{
+	return signal_pending(current);
+}
+
+void kvmp_os_cond_resched(void)
+{
+	cond_resched();
+}
+
+void kvmp_os_log(int level, const char *fmt, ...)
+{
+	struct va_format vaf;
+	va_list args;
+
+	va_start(args, fmt);
+	vaf.fmt = fmt;
+	vaf.va = &args;
+	switch (level) {
+	case KVMP_LOG_ERR:
+		pr_err("%pV", &vaf);
+		break;
+	case KVMP_LOG_WARN:
+		pr_warn("%pV", &vaf);
+		break;
+	case KVMP_LOG_INFO:
+		pr_info("%pV", &vaf);
+		break;
+	default:
+		pr_debug("%pV", &vaf);
+	}
+	va_end(args);
+}
+
+void *kvmp_os_memset(void *p, int c, unsigned long n)
+{
+	return memset(p, c, n);
+}
+
+void *kvmp_os_memcpy(void *dst, const void *src, unsigned long n)
+{
+	return memcpy(dst, src, n);
+}

@@ -104,8 +104,6 @@ SETUP_HEADER_SIZE = SETUP_HEADER.sizeof()  # 0x7b: up to 0x26c
 E820_ENTRY = cs.Struct("addr" / cs.Int64ul, "size" / cs.Int64ul, "type" / cs.Int32ul)
 
 # boot_params offsets (Documentation/arch/x86/zero-page.rst)
-BP_ORIG_VIDEO_COLS = 0x007
-BP_ORIG_VIDEO_LINES = 0x00E
 BP_EXT_RAMDISK_IMAGE = 0x0C0
 BP_EXT_RAMDISK_SIZE = 0x0C4
 BP_EXT_CMD_LINE_PTR = 0x0C8
@@ -365,9 +363,8 @@ def build_boot_params(
     """The 4096-byte boot_params (zero page) for `plan`, with the kernel's setup header."""
     h = kernel.header
     bp = bytearray(ZERO_PAGE_SIZE)
-    # Video: an 80x25 text screen is the conventional default; no VGA is claimed.
-    bp[BP_ORIG_VIDEO_COLS] = 80
-    bp[BP_ORIG_VIDEO_LINES] = 25
+    # screen_info stays zero (no text screen): the decompressor then never writes to VGA
+    # memory or the CRT ports, which would be MMIO/PIO exits in a serial-only machine.
     # The setup header as the image has it; then the fields a boot loader must fill.
     bp[SETUP_HEADER_OFFSET : SETUP_HEADER_OFFSET + len(h.raw)] = h.raw
     hdr = SETUP_HEADER.parse(bytes(bp[SETUP_HEADER_OFFSET : SETUP_HEADER_OFFSET + 0x7B]))

@@ -102,6 +102,7 @@ def test_bootfd_zero_page(bootfd_kernel: BzImage) -> None:
         (0x100000, 127 * MiB, 1),
     ]
     assert bp[0x1EF] == 0  # sentinel
+    assert bp[:0x40] == bytes(0x40)  # screen_info: no text screen, no VGA writes
     # Fields past the header and outside the ones we set stay zero.
     assert bp[0x2D0 + 60 :] == bytes(4096 - 0x2D0 - 60)
     assert bp[0x26C:0x2D0] == bytes(0x2D0 - 0x26C)

@@ -146,6 +146,14 @@ def test_reads_mkfs_fat_and_mcopy_images(tmp_path: Path, fat_bits: int, size_kib
 # ---- the committed boot floppy ----
 
 
+def test_bootfd_image_matches_its_sha256() -> None:
+    import hashlib
+
+    want = (ROOT / "bintest" / "bootfd.img.sha256").read_text().split()
+    assert want[1] == "bootfd.img"
+    assert hashlib.sha256(BOOTFD.read_bytes()).hexdigest() == want[0]
+
+
 def test_bootfd_image_contents() -> None:
     fs = FatImage(BOOTFD.read_bytes())
     assert fs.fat_type == 12

@@ -114,6 +114,23 @@ def _place(src: Path, root: Path, dest: Path | None = None) -> None:
         shutil.copy2(real, target)
 
 
+# Tools the project's test code runs (bintest: binutils; pyhost.abi: `cc -E`).
+GUEST_TOOLS = ("cc", "gcc", "cpp", "as", "ld", "objcopy", "nm", "objdump", "readelf")
+
+
+def _toolchain_files() -> list[Path]:
+    """The host's binutils and gcc's preprocessor (cc1), at their host paths."""
+    files = [Path(p) for t in GUEST_TOOLS if (p := shutil.which(t))]
+    if shutil.which("gcc"):
+        cc1 = run(["gcc", "-print-prog-name=cc1"], capture=True).strip()
+        if cc1.startswith("/"):
+            files.append(Path(cc1))
+        inc = Path(run(["gcc", "-print-file-name=include"], capture=True).strip())
+        if inc.is_dir():
+            files += [p for p in inc.rglob("*") if p.is_file()]
+    return files
+
+
 def _base_prefix(py: Path) -> Path:
     out = subprocess.run(
         [str(py), "-c", "import sys; print(sys.base_prefix)"],
@@ -244,6 +261,10 @@ def build_root(kernel: LabKernel, py: Path, rd: RunDir, kvm_modules: list[Path])
         for f in files:
             if f.is_relative_to(venv_site) and not f.is_symlink():
                 _place(f, stage, base_site / f.relative_to(venv_site))
+    tools = _toolchain_files()
+    for t in tools:
+        _place(t, stage)
+    elves += [t for t in tools if t.suffix != ".h" and "include" not in t.parts]
     for lib in _ldd_closure(elves):
         _place(lib, stage)
     # The guest's loader is found at /lib64/ld-linux-x86-64.so.2.

@@ -57,26 +57,30 @@ def checkpatch_pl() -> Path:
     return script
 
 
-def lkm_sources() -> list[Path]:
-    return sorted(p for p in (REPO / "lkm").iterdir() if p.suffix in (".c", ".h"))
+def sources(dirs: list[str]) -> list[Path]:
+    """C files under dirs that are tracked or about to be (not Kbuild's *.mod.c etc.)."""
+    out = run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", *dirs],
+        cwd=REPO,
+        capture=True,
+    )
+    return sorted(
+        REPO / p for p in out.split("\0") if p.endswith((".c", ".h")) and (REPO / p).exists()
+    )
 
 
-def run_checkpatch(files: list[Path] | None = None) -> None:
-    """checkpatch.pl --no-tree --strict over the Linux port's C files; raise on any finding."""
+def run_checkpatch(dirs: list[str], strict: bool = False) -> None:
+    """checkpatch.pl --no-tree over the C files of dirs; raise on any finding."""
     script = checkpatch_pl()
-    files = files or lkm_sources()
-    cmd = [
-        "perl",
-        str(script),
-        "--no-tree",
-        "--strict",
-        "--terse",
-        "--show-types",
-        "-f",
-        *[str(f) for f in files],
-    ]
+    files = sources(dirs)
+    if not files:
+        raise LabError(f"no C files under {', '.join(dirs)}")
+    cmd = ["perl", str(script), "--no-tree", "--terse", "--show-types", "-f"]
+    if strict:
+        cmd.append("--strict")
+    cmd += [str(f) for f in files]
     try:
         out = run(cmd, capture=True)
     except LabError as exc:
         raise LabError(f"checkpatch.pl found problems:\n{exc}") from None
-    log(out.strip() or "checkpatch.pl: clean")
+    log(out.strip() or f"checkpatch.pl: {len(files)} files clean")

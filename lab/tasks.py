@@ -109,12 +109,18 @@ def build_kext(
         raise Exit(code=status)
 
 
-@task
-def checkpatch(c: Context) -> None:
-    """Run checkpatch.pl --no-tree --strict on lkm/ (script cached from linux-source)."""
+@task(
+    iterable=["path"],
+    help={
+        "path": "directory to check (repeatable; default lkm)",
+        "strict": "also report checkpatch's CHECK-level (--strict) findings",
+    },
+)
+def checkpatch(c: Context, path: list[str] | None = None, strict: bool = False) -> None:
+    """Run Linux's checkpatch.pl --no-tree on lkm/ C files (script cached from linux-source)."""
     from lab.checkpatch import run_checkpatch
 
     try:
-        run_checkpatch()
+        run_checkpatch(path or ["lkm"], strict=strict)
     except LabError as exc:
         raise Exit(f"checkpatch: {exc}", code=1) from None

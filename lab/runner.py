@@ -122,7 +122,7 @@ def watch_console(
     boot_timeout: float,
     timeout: float,
     verbose: bool,
-    stop: Callable[[], None],
+    stop: Callable[[bool], None],
 ) -> Outcome:
     """Stream the guest console: boot log only if verbose, command output always.
 
@@ -199,10 +199,15 @@ def watch_console(
             if started is None and FATAL_RE.search(text):
                 out.error = f"the {rd.cpu} lab kernel stopped during boot: {text.strip()}"
                 break
+    stop(out.status is not None)  # graceful only if the command finished
     out.total_s = time.monotonic() - t0
-    stop()
-    if out.dmesg:
-        rd.dmesg.write_text("\n".join(out.dmesg) + "\n")
+    if not out.dmesg and rd.console_log.exists():
+        # The run did not finish: the kernel's console lines are the dmesg we have.
+        kmsg = re.compile(r"^\[\s*\d+\.\d+\]")
+        lines = rd.console_log.read_text(errors="replace").splitlines()
+        out.dmesg = ["# kernel messages seen on the console (the run did not finish)"]
+        out.dmesg += [ln for ln in lines if kmsg.match(ln)]
+    rd.dmesg.write_text("\n".join(out.dmesg) + "\n")
     return out
 
 
@@ -268,11 +273,12 @@ def report(out: Outcome, rd: RunDir) -> int:
             print(ln, file=sys.stderr)
         print("[lab] ---- end of guest dmesg ----", file=sys.stderr)
     if out.error is not None:
-        log(f"ERROR: {out.error} ({', '.join(times)})")
         if not out.dmesg and rd.console_log.exists():
             tail = rd.console_log.read_text(errors="replace").splitlines()[-40:]
             print("[lab] ---- last console lines ----", file=sys.stderr)
             print("\n".join(tail), file=sys.stderr)
+            print("[lab] ---- end of console lines ----", file=sys.stderr)
+        log(f"ERROR: {out.error} ({', '.join(times)})")
         return 124 if out.error.startswith("timeout") else 125
     log(f"{rd.cpu} lab: command exited with status {out.status} ({', '.join(times)})")
     return out.status if out.status is not None else 125

@@ -112,12 +112,15 @@ def run_svm(
         boot_timeout=boot_timeout,
         timeout=timeout,
         verbose=verbose,
-        stop=lambda: _stop(proc),
+        stop=lambda finished: _stop(proc, finished),
     )
     return out, rd
 
 
-def _stop(proc: subprocess.Popen[str]) -> None:
+def _stop(proc: subprocess.Popen[str], finished: bool) -> None:
+    if not finished:
+        stop_process(proc)
+        return
     # Give vng a moment to power the guest off by itself, then stop it.
     try:
         proc.wait(timeout=15)

@@ -452,12 +452,15 @@ def run_vmx(
             boot_timeout=boot_timeout,
             timeout=timeout,
             verbose=verbose,
-            stop=lambda: _stop(proc),
+            stop=lambda finished: _stop(proc, finished),
         )
     return out, rd
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
+def _stop(proc: subprocess.Popen[bytes], finished: bool) -> None:
+    if not finished:
+        stop_process(proc)
+        return
     try:
         proc.wait(timeout=30)  # the guest powers off by itself after the command
     except subprocess.TimeoutExpired:

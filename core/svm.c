@@ -750,6 +750,9 @@ static int svm_set_msr(struct kvmp_vcpu *vcpu, u32 index, u64 data)
 	case MSR_EFER:
 		if (data & ~EFER_GUEST_BITS)
 			return -KVMP_EINVAL;
+		/* LMA is the CPU's to set (when paging turns on), as in Linux */
+		data = (data & ~KVMP_EFER_LMA) |
+		       (svm->vmcb->save.efer & KVMP_EFER_LMA);
 		svm->vmcb->save.efer = data | EFER_SVME;
 		return 0;
 	}

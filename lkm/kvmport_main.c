@@ -18,6 +18,7 @@
 #include <linux/slab.h>
 
 #include "kvmp_core.h"
+#include "kvmp_os_linux.h"
 
 static bool as_kvm;
 module_param(as_kvm, bool, 0444);
@@ -252,6 +253,7 @@ static void __exit kvmport_exit(void)
 {
 	misc_deregister(&kvmport_dev);
 	kvmp_core_exit();
+	kvmp_os_report_leaks();
 	pr_info("unloaded\n");
 }
 

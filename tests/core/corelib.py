@@ -5,20 +5,16 @@ The declarations come from the core's own headers (preprocessed), as for pyhost'
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import os
 import subprocess
-import tempfile
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from pyhost.abi import INCLUDE_DIR
 
-ROOT = INCLUDE_DIR.parent
-CORE = ROOT / "core"
-BUILD = ROOT / "build" / "core-user"
+from ..cbuild import build
+
+CORE = INCLUDE_DIR.parent / "core"
 # the pure-logic sources and the headers that declare what tests call
 SOURCES = ["kvmp_decode.c", "user/kvmp_os_user.c"]
 HEADERS = ["kvmp_decode.h"]
@@ -45,31 +41,6 @@ def _cdef() -> str:
 
 
 def load() -> Any:
-    """Build (once per source hash) and load the library; returns its cffi module."""
-    import cffi
-
-    srcs = [CORE / s for s in SOURCES]
-    digest = hashlib.sha256(b"".join(p.read_bytes() for p in srcs + [CORE / "kvmp_os.h"]
-                                     + [CORE / h for h in HEADERS] + [Path(__file__)])).hexdigest()[:16]
-    name = f"_kvmp_core_{digest}"
-    BUILD.mkdir(parents=True, exist_ok=True)
-    for found in BUILD.glob(f"{name}.*.so"):
-        return _load(found, name)
-    ffi = cffi.FFI()
-    ffi.cdef(_cdef())
-    ffi.set_source(name, "".join(f'#include "{h}"\n' for h in HEADERS),
-                   sources=[str(s) for s in srcs], include_dirs=[str(INCLUDE_DIR), str(CORE)],
-                   extra_compile_args=["-Wall", "-Werror", "-std=gnu11"])
-    with tempfile.TemporaryDirectory(dir=BUILD) as tmp:
-        built = Path(ffi.compile(tmpdir=tmp))
-        final = BUILD / built.name
-        os.replace(built, final)
-    return _load(final, name)
-
-
-def _load(path: Path, name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """Build (once per content) and load the library; returns its cffi module."""
+    return build("kvmp_core", _cdef(), "".join(f'#include "{h}"\n' for h in HEADERS),
+                 sources=tuple(CORE / s for s in SOURCES), include_dirs=(INCLUDE_DIR, CORE))

@@ -35,7 +35,7 @@ def decode(code: bytes, mode: int):
 @st.composite
 def instructions(draw):
     mode = draw(st.sampled_from([16, 32, 64]))
-    opcode, has_modrm, _store, imm = draw(st.sampled_from(FORMS))
+    opcode, has_modrm, _store, _imm = draw(st.sampled_from(FORMS))
     prefixes = bytes(draw(st.lists(st.sampled_from(LEGACY_PREFIXES), max_size=3)))
     rex = bytes([draw(st.integers(0x40, 0x4F))]) if mode == 64 and draw(st.booleans()) else b""
     body = bytearray()

@@ -6,6 +6,7 @@ import os
 import queue
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -60,6 +61,35 @@ class RunDir:
         return self.path / "dmesg.txt"
 
 
+KEEP_RUNS = 10
+DMESG_TAIL = 120  # dmesg lines printed when a run fails (the file has all)
+
+
+def new_run_path(cpu: str) -> Path:
+    """A run directory of its own (concurrent runs must not share env/cmd/console files).
+
+    build/lab/<cpu>/<time>-<pid>/; build/lab/<cpu>/last points to the newest; only the
+    newest KEEP_RUNS are kept.
+    """
+    base = LAB_BUILD / cpu
+    base.mkdir(parents=True, exist_ok=True)
+    path = base / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    path.mkdir()
+    last = base / "last"
+    tmp = base / f".last-{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(path.name)
+    tmp.replace(last)
+    runs = sorted(
+        p
+        for p in base.iterdir()
+        if p.is_dir() and not p.is_symlink() and re.fullmatch(r"\d{8}-\d{6}-\d+", p.name)
+    )
+    for old in runs[:-KEEP_RUNS]:
+        shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
 def make_rundir(
     cpu: str,
     argv: list[str],
@@ -73,8 +103,7 @@ def make_rundir(
     path: str | None = None,
 ) -> RunDir:
     """Write env.sh/cmd.sh for a run; paths given are as the guest sees them."""
-    rd = RunDir(cpu=cpu, path=LAB_BUILD / cpu)
-    rd.path.mkdir(parents=True, exist_ok=True)
+    rd = RunDir(cpu=cpu, path=new_run_path(cpu))
     for f in (rd.console_log, rd.dmesg):
         f.unlink(missing_ok=True)
     guest_path = path or os.pathsep.join(
@@ -268,8 +297,11 @@ def report(out: Outcome, rd: RunDir) -> int:
         log(f"guest dmesg saved to {rd.dmesg}")
     failed = out.error is not None or out.status != 0
     if failed and out.dmesg:
-        print("[lab] ---- guest dmesg ----", file=sys.stderr)
-        for ln in out.dmesg:
+        shown = out.dmesg[-DMESG_TAIL:]
+        skipped = len(out.dmesg) - len(shown)
+        more = f" (last {len(shown)} lines; all {len(out.dmesg)} in {rd.dmesg})" if skipped else ""
+        print(f"[lab] ---- guest dmesg{more} ----", file=sys.stderr)
+        for ln in shown:
             print(ln, file=sys.stderr)
         print("[lab] ---- end of guest dmesg ----", file=sys.stderr)
     if out.error is not None:

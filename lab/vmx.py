@@ -21,7 +21,6 @@ from pathlib import Path
 
 from lab.common import (
     BUILD,
-    LAB_BUILD,
     REPO,
     TOOLS_COMMON,
     TOOLS_VMX,
@@ -209,7 +208,7 @@ def _checkout_files() -> list[Path]:
 
 def build_root(kernel: LabKernel, py: Path, rd: RunDir, kvm_modules: list[Path]) -> Path:
     """Stage the root tree and make root.img (ext2); return the image path."""
-    out = LAB_BUILD / "vmx"
+    out = rd.path
     stage = out / "root"
     if stage.exists():
         shutil.rmtree(stage)
@@ -311,9 +310,8 @@ def build_root(kernel: LabKernel, py: Path, rd: RunDir, kvm_modules: list[Path])
     return img
 
 
-def build_boot(kernel: LabKernel, append: str) -> Path:
+def build_boot(kernel: LabKernel, append: str, out: Path) -> Path:
     """boot.img: FAT16 + syslinux with the lab kernel and the disk-driver initramfs."""
-    out = LAB_BUILD / "vmx"
     ir = out / "initramfs"
     if ir.exists():
         shutil.rmtree(ir)
@@ -425,7 +423,9 @@ def run_vmx(
         extra_env=extra_env,
     )
     log("building the VMX lab disks")
-    boot = build_boot(kernel, "console=ttyS0,115200 quiet loglevel=4 panic=-1 tsc=reliable")
+    boot = build_boot(
+        kernel, "console=ttyS0,115200 quiet loglevel=4 panic=-1 tsc=reliable", rd.path
+    )
     root = build_root(kernel, py, rd, kvm_mods)
     serial = rd.path / "serial.out"
     serial.unlink(missing_ok=True)
@@ -454,6 +454,8 @@ def run_vmx(
             verbose=verbose,
             stop=lambda finished: _stop(proc, finished),
         )
+    for big in (boot, root, rd.path / "initrd.gz"):
+        big.unlink(missing_ok=True)  # hundreds of MiB a run; rebuilt every run anyway
     return out, rd
 
 

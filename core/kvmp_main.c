@@ -15,27 +15,48 @@ const struct kvmp_backend *kvmp_backend;
 static struct kvmp_os_mutex *kvmp_global_lock;
 static int kvmp_vm_count;
 
+/* the backends, tried in order; a CPU has at most one of them */
+static const struct kvmp_backend *const kvmp_backends[] = {
+	&kvmp_svm_backend,
+};
+
+/*
+ * With no backend for this CPU the driver still loads: the device answers
+ * the system ioctls and refuses KVM_CREATE_VM with ENODEV, and the log says
+ * why.  (The VMX backend is the next one to add to the list above.)
+ */
 int kvmp_core_init(void)
 {
+	unsigned int i;
 	int r;
 
-	kvmp_backend = &kvmp_svm_backend;
-	r = kvmp_backend->hardware_setup();
-	if (r)
-		return r;
 	kvmp_global_lock = kvmp_os_mutex_create();
-	if (!kvmp_global_lock) {
-		kvmp_backend->hardware_unsetup();
+	if (!kvmp_global_lock)
 		return -KVMP_ENOMEM;
+	for (i = 0; i < sizeof(kvmp_backends) / sizeof(kvmp_backends[0]); i++) {
+		r = kvmp_backends[i]->hardware_setup();
+		if (!r) {
+			kvmp_backend = kvmp_backends[i];
+			break;
+		}
+		if (r != -KVMP_ENODEV) {
+			kvmp_os_mutex_destroy(kvmp_global_lock);
+			return r;
+		}
 	}
 	kvmp_build_supported_cpuid();
-	kvmp_info("backend %s ready\n", kvmp_backend->name);
+	if (kvmp_backend)
+		kvmp_info("backend %s ready\n", kvmp_backend->name);
+	else
+		kvmp_warn("no backend for this CPU: KVM_CREATE_VM will fail with ENODEV\n");
 	return 0;
 }
 
 void kvmp_core_exit(void)
 {
-	kvmp_backend->hardware_unsetup();
+	if (kvmp_backend)
+		kvmp_backend->hardware_unsetup();
+	kvmp_backend = NULL;
 	kvmp_os_mutex_destroy(kvmp_global_lock);
 }
 
@@ -66,6 +87,8 @@ static void kvmp_hardware_put(void)
 /* --- capabilities ------------------------------------------------------- */
 int kvmp_check_extension(unsigned long cap)
 {
+	if (!kvmp_backend)
+		return 0;	/* no VM can be made: nothing is supported */
 	switch (cap) {
 	case KVMP_CAP_HLT:
 	case KVMP_CAP_USER_MEMORY:
@@ -138,6 +161,8 @@ int kvmp_vm_create(unsigned long type, struct kvmp_vm **vmp)
 	struct kvmp_vm *vm;
 	int r;
 
+	if (!kvmp_backend)
+		return -KVMP_ENODEV;
 	if (type)
 		return -KVMP_EINVAL;
 	r = kvmp_hardware_get();

@@ -9,7 +9,8 @@ import tempfile
 from pathlib import Path
 from types import ModuleType
 
-BUILD = Path(__file__).resolve().parent.parent / "build" / "test-c"
+# inside the tree (not build/) so the VMX lab, which copies the tree minus build/, has them
+BUILD = Path(__file__).resolve().parent / "_cbuild"
 
 
 def build(stem: str, cdef: str, source: str, *, sources: tuple[Path, ...] = (),

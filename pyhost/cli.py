@@ -120,6 +120,27 @@ def cmd_run_raw(args: argparse.Namespace) -> int:
         return EXIT_ERROR
 
 
+def cmd_boot(args: argparse.Namespace) -> int:
+    from .hw.console import Console
+    from .machine import Machine, boot_spec, describe_spec
+
+    spec = boot_spec(Path(args.image) if args.image else None,
+                     Path(args.kernel) if args.kernel else None,
+                     Path(args.initrd) if args.initrd else None, args.append, args.label)
+    console = Console(lambda _: None, lambda: None)
+    with Kvm(args.device) as kvm, Machine(kvm, spec, args.mem, console=console) as machine:
+        if args.verbose:
+            print(f"pyhost: {describe_spec(spec, machine.layout, kvm, args.mem)}",
+                  file=sys.stderr)
+        outcome = machine.run()
+        print(f"pyhost: {outcome.message}", file=sys.stderr)
+        if outcome.registers:
+            print(f"pyhost: registers: {outcome.registers}", file=sys.stderr)
+        if args.verbose:
+            print(f"pyhost: {machine.summary()}", file=sys.stderr)
+        return outcome.status
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m pyhost",
@@ -152,6 +173,27 @@ def build_parser() -> argparse.ArgumentParser:
                      help="give up after this many exits (default 100000)")
     raw.add_argument("-q", "--quiet", action="store_true", help="do not print I/O exits")
     raw.set_defaults(func=cmd_run_raw)
+
+    boot = sub.add_parser(
+        "boot", help="boot Linux from a FAT disk image (or --kernel/--initrd)",
+        description="Boot the default entry of IMAGE's syslinux.cfg/extlinux.conf (or GRUB "
+                    "menu.lst), or --kernel with --initrd, on one VCPU with an 8250 UART "
+                    "(COM1, the console here; Ctrl-A x quits on a terminal), 8259 PICs, 8254 "
+                    "PIT, CMOS/RTC and i8042. Exit status: 0 when the guest powers off or "
+                    "resets, 3 on a triple fault, 1 on anything else.",
+    )
+    boot.add_argument("image", metavar="IMAGE", nargs="?", help="FAT12/16 boot disk image")
+    boot.add_argument("-m", "--mem", type=parse_size, default=64 << 20,
+                      help="guest RAM (default 64M)")
+    boot.add_argument("--append", metavar="ARGS", help="add to the kernel command line")
+    boot.add_argument("--kernel", metavar="FILE", help="boot this bzImage (not IMAGE's)")
+    boot.add_argument("--initrd", metavar="FILE", help="with this initrd")
+    boot.add_argument("--label", help="boot this entry of the boot config, not the default")
+    boot.add_argument("--device", metavar="PATH", default=argparse.SUPPRESS,
+                      help="KVM device to open")
+    boot.add_argument("-v", "--verbose", action="store_true",
+                      help="say what is booted and, at the end, exit counts and timings")
+    boot.set_defaults(func=cmd_boot)
     return p
 
 

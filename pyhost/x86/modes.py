@@ -124,14 +124,42 @@ def trapped_exception(vm: Vm, vcpu: Vcpu) -> TrappedException | None:
     return TrappedException(vector, words[0], None)
 
 
+def identity_page_tables(base: int, size: int) -> bytes:
+    """4-level page tables to put at `base` (PML4, PDPT, then one PD per GiB) that
+    identity-map [0, size) with 2 MiB pages; CR3 = base."""
+    gib = max(1, -(-size // (1 << 30)))
+    if gib > 512:
+        raise ValueError(f"identity map of {size:#x} bytes: one PDPT maps 512 GiB")
+    present_rw, huge = 0x3, 0x80
+    pdpt, pd0 = base + 0x1000, base + 0x2000
+    pml4 = struct.pack("<Q", pdpt | present_rw).ljust(4096, b"\0")
+    pdpt_page = b"".join(struct.pack("<Q", (pd0 + 0x1000 * i) | present_rw)
+                         for i in range(gib)).ljust(4096, b"\0")
+    pds = b"".join(struct.pack("<Q", (i << 21) | present_rw | huge) for i in range(512 * gib))
+    return pml4 + pdpt_page + pds
+
+
 def _write_page_tables(vm: Vm) -> int:
-    pdpt, pd = PML4_ADDRESS + 0x1000, PML4_ADDRESS + 0x2000
-    present_rw = 0x3
-    vm.write(PML4_ADDRESS, struct.pack("<Q", pdpt | present_rw) + bytes(4088))
-    vm.write(pdpt, struct.pack("<Q", pd | present_rw) + bytes(4088))
-    huge = 0x80
-    vm.write(pd, b"".join(struct.pack("<Q", (i << 21) | present_rw | huge) for i in range(512)))
+    vm.write(PML4_ADDRESS, identity_page_tables(PML4_ADDRESS, 1 << 30))
     return PML4_ADDRESS
+
+
+def set_flat_mode(sregs: Any, *, long_mode: bool, code_selector: int, data_selector: int,
+                  cr3: int = 0) -> None:
+    """Protected mode with flat 4 GiB segments (paging off), or long mode (paging on with
+    the tables at cr3): CS = code_selector, DS/ES/FS/GS/SS = data_selector. The GDT the
+    selectors name is the caller's to load."""
+    sregs.cr0 = CR0_PE | CR0_ET
+    if long_mode:
+        sregs.cr3 = cr3
+        sregs.cr4 = CR4_PAE
+        sregs.cr0 |= CR0_PG
+        sregs.efer = EFER_LME | EFER_LMA
+        _flat(sregs.cs, code_selector, 0xB, db=0, long=1)
+    else:
+        _flat(sregs.cs, code_selector, 0xB, db=1)
+    for seg in (sregs.ds, sregs.es, sregs.fs, sregs.gs, sregs.ss):
+        _flat(seg, data_selector, 0x3, db=1)
 
 
 def setup_mode(vm: Vm, vcpu: Vcpu, mode: Mode, entry: int = LOAD_ADDRESS,
@@ -150,19 +178,13 @@ def setup_mode(vm: Vm, vcpu: Vcpu, mode: Mode, entry: int = LOAD_ADDRESS,
         regs.rip = entry - (cs << 4)
     else:
         _write_gdt(vm, sregs)
-        sregs.cr0 = CR0_PE | CR0_ET
-        if mode == "protected":
-            _flat(sregs.cs, SEL_CODE32, 0xB, db=1)
-        elif mode == "long":
-            sregs.cr3 = _write_page_tables(vm)
-            sregs.cr4 = CR4_PAE
-            sregs.cr0 |= CR0_PG
-            sregs.efer = EFER_LME | EFER_LMA
-            _flat(sregs.cs, SEL_CODE64, 0xB, db=0, long=1)
-        else:
+        if mode not in ("protected", "long"):
             raise ValueError(f"unknown mode {mode!r}")
-        for seg in (sregs.ds, sregs.es, sregs.fs, sregs.gs, sregs.ss):
-            _flat(seg, SEL_DATA, 0x3, db=1)
+        long_mode = mode == "long"
+        set_flat_mode(sregs, long_mode=long_mode,
+                      code_selector=SEL_CODE64 if long_mode else SEL_CODE32,
+                      data_selector=SEL_DATA,
+                      cr3=_write_page_tables(vm) if long_mode else 0)
         regs.rip = entry
     _write_trap_idt(vm, mode, sregs)
     regs.rsp = stack

@@ -122,13 +122,15 @@ def cmd_run_raw(args: argparse.Namespace) -> int:
 
 def cmd_boot(args: argparse.Namespace) -> int:
     from .hw.console import Console
-    from .machine import Machine, boot_spec, describe_spec
+    from .machine import Machine, boot_spec, describe_spec, layout_linux
 
     spec = boot_spec(Path(args.image) if args.image else None,
                      Path(args.kernel) if args.kernel else None,
                      Path(args.initrd) if args.initrd else None, args.append, args.label)
+    layout = layout_linux(spec.kernel, spec.initrd, spec.cmdline, args.mem)  # before the device
     console = Console(lambda _: None, lambda: None)
-    with Kvm(args.device) as kvm, Machine(kvm, spec, args.mem, console=console) as machine:
+    with Kvm(args.device) as kvm, Machine(kvm, spec, args.mem, console=console,
+                                          layout=layout) as machine:
         if args.verbose:
             print(f"pyhost: {describe_spec(spec, machine.layout, kvm, args.mem)}",
                   file=sys.stderr)

@@ -203,8 +203,10 @@ class Machine:
 
     def __init__(self, kvm: Kvm, spec: BootSpec, mem_size: int = DEFAULT_MEMORY, *,
                  console: Console | None = None, output: Callable[[bytes], None] | None = None,
-                 log: Callable[[str], None] = stderr_log) -> None:
-        self.layout = layout_linux(spec.kernel, spec.initrd, spec.cmdline, mem_size)
+                 log: Callable[[str], None] = stderr_log,
+                 layout: BootLayout | None = None) -> None:
+        self.layout = layout if layout is not None else \
+            layout_linux(spec.kernel, spec.initrd, spec.cmdline, mem_size)
         self.kvm = kvm
         self.spec = spec
         self.mem_size = mem_size

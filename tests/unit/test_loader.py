@@ -4,6 +4,7 @@ committed bootfd kernel, computed without a VM and applied to a VCPU that never 
 
 from __future__ import annotations
 
+import itertools
 import struct
 from pathlib import Path
 
@@ -78,7 +79,7 @@ def test_layout_of_the_bootfd_kernel(bootfd):
                         "rbx": 0, "rflags": 2}
     # nothing overlaps anything else
     spans = sorted((a, a + len(d)) for a, d in lay.writes)
-    assert all(end <= nxt for (_, end), (nxt, _) in zip(spans, spans[1:], strict=False))
+    assert all(end <= nxt for (_, end), (nxt, _) in itertools.pairwise(spans))
 
 
 def test_layout_64_bit_entry_maps_all_ram(bootfd):

@@ -1,0 +1,114 @@
+"""`python -m pyhost boot bintest/bootfd.img` to the end, on each --device (lab only: the
+host's /dev/kvm emulates at ~0.5 MIPS, far too slow for a kernel boot).
+
+    invoke lab --cpu svm -- python3 -m pytest -q -p no:cacheprovider \
+        tests/lab/test_boot.py --device /dev/kvm
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.lab
+
+ROOT = Path(__file__).resolve().parents[2]
+IMAGE = ROOT / "bintest" / "bootfd.img"
+TIMEOUT = 600  # nested boots under TCG are slow: ~45 s measured, allow for a busy host
+BANNER = "kvmport bootfd: hello from the guest"
+PROMPT = "type a line within 5 s"
+
+
+class Boot:
+    """pyhost boot in a subprocess, its console output collected as it comes."""
+
+    def __init__(self, device: str, *extra: str) -> None:
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pyhost", "boot", str(IMAGE), "--device", device, "-v",
+             *extra],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+        self.out = bytearray()
+        self.seen: dict[str, float] = {}
+        self.cond = threading.Condition()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        while chunk := self.proc.stdout.read1(4096):  # type: ignore[attr-defined]
+            with self.cond:
+                self.out += chunk
+                self.cond.notify_all()
+
+    @property
+    def text(self) -> str:
+        return self.out.decode("latin-1")
+
+    def wait_for(self, what: str, timeout: float) -> bool:
+        deadline = self.started + timeout
+        with self.cond:
+            while what not in self.text:
+                if self.proc.poll() is not None and not self.reader.is_alive():
+                    return False
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.cond.wait(min(left, 1))
+            self.seen.setdefault(what, time.monotonic() - self.started)
+        return True
+
+    def finish(self, timeout: float) -> tuple[int, str, str]:
+        try:
+            _, err = self.proc.communicate(timeout=max(1, self.started + timeout
+                                                         - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, err = self.proc.communicate()
+            pytest.fail(f"pyhost boot still running after {timeout} s; console:\n{self.text}"
+                        f"\nstderr:\n{err.decode(errors='replace')}")
+        self.reader.join(5)
+        return self.proc.returncode, self.text, err.decode(errors="replace")
+
+
+def test_bootfd_self_check_passes(device):
+    boot = Boot(device)
+    assert boot.wait_for(BANNER, TIMEOUT), f"no banner; console:\n{boot.text}"
+    if boot.wait_for(PROMPT, TIMEOUT):
+        assert boot.proc.stdin is not None
+        boot.proc.stdin.write(b"hello-serial\n")
+        boot.proc.stdin.close()
+    status, out, err = boot.finish(TIMEOUT)
+    print(f"{device}: banner after {boot.seen.get(BANNER, -1):.1f} s, "
+          f"total {time.monotonic() - boot.started:.1f} s\n{err}")
+    assert "self-check PASS" in out, f"console:\n{out}\nstderr:\n{err}"
+    assert "console input: 'hello-serial'" in out, out
+    assert "check timer ok" in out and "check uptime ok" in out
+    assert status == 0, err
+    assert "halted with interrupts off (power-off)" in err
+    assert "Traceback" not in err
+
+
+def test_bootfd_reboot_is_a_triple_fault(device):
+    """kvmport.end=reboot with the image's reboot=t: the kernel triple-faults on purpose."""
+    boot = Boot(device, "--append", "kvmport.end=reboot")
+    boot.proc.stdin.close()  # type: ignore[union-attr]
+    status, out, err = boot.finish(TIMEOUT)
+    assert "self-check PASS" in out, f"console:\n{out}\nstderr:\n{err}"
+    assert status == 3, err
+    assert "triple-faulted" in err and len(err.strip().splitlines()) <= 4, err
+
+
+def test_bootfd_keyboard_controller_reset_ends_cleanly(device):
+    """reboot=k after the image's reboot=t: the kernel resets through the i8042."""
+    boot = Boot(device, "--append", "kvmport.end=reboot reboot=k")
+    boot.proc.stdin.close()  # type: ignore[union-attr]
+    status, out, err = boot.finish(TIMEOUT)
+    assert "self-check PASS" in out, f"console:\n{out}\nstderr:\n{err}"
+    assert status == 0, err
+    assert "i8042 reset" in err, err

@@ -1,0 +1,150 @@
+"""Boot benchmark: `invoke bench-boot` times bintest/bootfd.img to its banner under
+pyhost on each device and under plain QEMU, all inside the same SVM lab.
+
+The lab half is this file run as a script (`python3 tasks_boot.py measure ...`): the lab's
+Python has no invoke, so nothing below the task needs it.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent
+IMAGE = ROOT / "bintest" / "bootfd.img"
+BANNER = b"kvmport bootfd: hello from the guest"
+END = b"reboot: System halted"
+TIMEOUT = 900.0
+
+try:
+    from invoke import task
+except ImportError:  # in the lab: only measure() is used
+    def task(*args: Any, **kwargs: Any) -> Any:  # type: ignore[misc]
+        return args[0] if args and callable(args[0]) else (lambda f: f)
+
+
+def _timed(argv: list[str], until: bytes = END, timeout: float = TIMEOUT,
+           stop: bool = False) -> dict[str, Any]:
+    """Run argv; seconds until BANNER and until `until` appear on its stdout, then (stop)
+    kill it or wait for its exit."""
+    t0 = time.monotonic()
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd=ROOT)
+    out = bytearray()
+    seen: dict[bytes, float] = {}
+    done = threading.Event()
+
+    def reader() -> None:
+        assert proc.stdout is not None
+        while chunk := proc.stdout.read1(4096):  # type: ignore[attr-defined]
+            out.extend(chunk)
+            for mark in (BANNER, until):
+                if mark not in seen and mark in out:
+                    seen[mark] = time.monotonic() - t0
+            if until in seen:
+                done.set()
+        done.set()
+
+    th = threading.Thread(target=reader, daemon=True)
+    th.start()
+    done.wait(timeout)
+    if stop or until not in seen:
+        proc.kill()
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+    total = time.monotonic() - t0
+    return {"banner": seen.get(BANNER), "end": seen.get(until), "total": total,
+            "status": proc.returncode, "stderr": err.decode(errors="replace").strip()}
+
+
+def measure(devices: list[str], runs: int = 1) -> int:
+    """In the lab: each device under pyhost, then QEMU TCG from the floppy (BIOS,
+    SYSLINUX) and by direct kernel load; one line per run, then a summary."""
+    py = sys.executable
+    kernel_args = ["-kernel", "build/bench-boot/vmlinuz", "-initrd", "build/bench-boot/initrd.gz",
+                   "-append", "console=ttyS0 reboot=t io_delay=none quiet panic=-1"]
+    sys.path.insert(0, str(ROOT))
+    from pyhost.boot.fat import FatImage
+
+    fs = FatImage(IMAGE.read_bytes())
+    (ROOT / "build" / "bench-boot").mkdir(parents=True, exist_ok=True)
+    for name in ("vmlinuz", "initrd.gz"):
+        (ROOT / "build" / "bench-boot" / name).write_bytes(fs.read_file("/" + name))
+    qemu = ["qemu-system-i386", "-m", "64", "-no-reboot", "-snapshot",
+            "-monitor", "none", "-serial", "stdio", "-display", "none"]
+    cases: list[tuple[str, Callable[[], dict[str, Any]]]] = []
+    for dev in devices:
+        cases.append((f"pyhost {dev}", lambda d=dev: _timed(  # type: ignore[misc]
+            [py, "-m", "pyhost", "boot", str(IMAGE), "--device", d, "-v"])))
+    cases.append(("qemu TCG -fda (BIOS, SYSLINUX)", lambda: _timed(
+        [*qemu, "-fda", str(IMAGE), "-boot", "a"], stop=True)))
+    cases.append(("qemu TCG -kernel", lambda: _timed([*qemu, *kernel_args], stop=True)))
+    if os.path.exists("/dev/kvm") and os.environ.get("KVMPORT_LAB"):  # not the host's PVM
+        cases.append(("qemu KVM -kernel (userspace PIC/PIT)", lambda: _timed(
+            [*qemu, "-accel", "kvm", "-machine", "pc,kernel-irqchip=off", *kernel_args],
+            stop=True)))
+    results: dict[str, list[dict[str, Any]]] = {}
+    for name, fn in cases:
+        for i in range(runs):
+            r = fn()
+            results.setdefault(name, []).append(r)
+            b = "-" if r["banner"] is None else f"{r['banner']:.1f} s"
+            e = "-" if r["end"] is None else f"{r['end']:.1f} s"
+            print(f"bench-boot: {name} run {i + 1}: banner {b}, halt message {e}, "
+                  f"process {r['total']:.1f} s, status {r['status']}", flush=True)
+            last = r["stderr"].splitlines()[-1:] if r["stderr"] else []
+            if name.startswith("pyhost") and last:
+                print(f"bench-boot:   {last[0]}", flush=True)
+    ref = min((r["banner"] for r in results.get("qemu TCG -fda (BIOS, SYSLINUX)", [])
+               if r["banner"]), default=None)
+    print("bench-boot: summary (best banner time; ratio to qemu TCG -fda)")
+    ok = True
+    for name, rs in results.items():
+        times = [r["banner"] for r in rs if r["banner"] is not None]
+        if not times:
+            ok = False
+            print(f"  {name:<40} no banner")
+            continue
+        best = min(times)
+        ratio = f"{best / ref:.1f}x" if ref else "-"
+        print(f"  {name:<40} {best:7.1f} s  {ratio}")
+    return 0 if ok else 1
+
+
+@task(help={"devices": "comma-separated devices for pyhost (default /dev/kvm,/dev/kvmport)",
+            "runs": "runs per case", "cpu": "lab: svm (vmx works but is very slow)"})
+def bench_boot(c: Any, devices: str = "/dev/kvm,/dev/kvmport", runs: int = 1,
+               cpu: str = "svm") -> None:
+    """Time bootfd.img to its banner: pyhost on each device vs QEMU, inside the lab."""
+    devs = [d for d in devices.split(",") if d]
+    inner = f"python3 tasks_boot.py measure --runs {runs} " + " ".join(shlex.quote(d)
+                                                                      for d in devs)
+    if "/dev/kvmport" in devs:
+        inner = f"insmod $KVMPORT_KO && {inner}"
+    c.run(f"{shlex.quote(sys.executable)} -m invoke lab --cpu {cpu} -- {shlex.quote(inner)}",
+          pty=False)
+
+
+def _main(argv: list[str]) -> int:
+    if not argv or argv[0] != "measure":
+        print("usage: python3 tasks_boot.py measure [--runs N] DEVICE...", file=sys.stderr)
+        return 2
+    args = argv[1:]
+    runs = 1
+    if args[:1] == ["--runs"]:
+        runs, args = int(args[1]), args[2:]
+    return measure(args, runs)
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

@@ -192,6 +192,7 @@ class Stats:
     exits: dict[str, int] = field(default_factory=dict)
     injected: int = 0
     started: float = 0.0
+    first_output: float | None = None  # when the guest's first console byte came
     ended: float = 0.0
 
 
@@ -225,7 +226,12 @@ class Machine:
         self.pic = PicPair(on_change=self._irq_changed)
         self.pit = Pit(on_program=self._pit_programmed)
         self.timer = PitTimer(self.pit, self.lock, self._timer_fired)
-        self.uart = Uart8250(out, set_irq=lambda level: self.pic.set_irq(COM1_IRQ, level))
+        def uart_out(data: bytes) -> None:
+            if self.stats.first_output is None:
+                self.stats.first_output = time.monotonic()
+            out(data)
+
+        self.uart = Uart8250(uart_out, set_irq=lambda level: self.pic.set_irq(COM1_IRQ, level))
         self.cmos = Cmos()
         self.i8042 = I8042(on_reset=self._reset)
         ignored = Ignored()
@@ -382,7 +388,9 @@ class Machine:
         secs = max(s.ended - s.started, 1e-9)
         total = sum(s.exits.values())
         kinds = ", ".join(f"{k} {v}" for k, v in sorted(s.exits.items(), key=lambda kv: -kv[1]))
-        return (f"{secs:.2f} s, {total} exits ({total / secs:.0f}/s: {kinds}), "
+        first = "no console output" if s.first_output is None else \
+            f"first console output at {s.first_output - s.started:.2f} s"
+        return (f"{secs:.2f} s ({first}), {total} exits ({total / secs:.0f}/s: {kinds}), "
                 f"{s.injected} interrupts injected, {self.timer.fired} timer ticks")
 
 

@@ -390,8 +390,11 @@ class Machine:
         kinds = ", ".join(f"{k} {v}" for k, v in sorted(s.exits.items(), key=lambda kv: -kv[1]))
         first = "no console output" if s.first_output is None else \
             f"first console output at {s.first_output - s.started:.2f} s"
-        return (f"{secs:.2f} s ({first}), {total} exits ({total / secs:.0f}/s: {kinds}), "
-                f"{s.injected} interrupts injected, {self.timer.fired} timer ticks")
+        ports = sorted(self.bus.port_counts.items(), key=lambda kv: -kv[1])[:8]
+        top = " ".join(f"{p:#x}:{n}" for p, n in ports)
+        return (f"{secs:.2f} s ({first}), {total} exits ({total / secs:.0f}/s: {kinds}; "
+                f"busiest ports {top}), {s.injected} interrupts injected, "
+                f"{self.timer.fired} timer ticks")
 
 
 def describe_spec(spec: BootSpec, layout: BootLayout, kvm: Kvm, mem_size: int) -> str:

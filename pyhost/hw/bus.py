@@ -50,6 +50,7 @@ class Bus:
     mmio: list[_MmioRange] = field(default_factory=list)
     unknown_reported: set[tuple[str, int]] = field(default_factory=set)
     counts: dict[str, int] = field(default_factory=lambda: {"io": 0, "mmio": 0})
+    port_counts: dict[int, int] = field(default_factory=dict)  # exits per port
 
     def register_ports(self, start: int, length: int, device: PortDevice) -> None:
         for port in range(start, start + length):
@@ -86,12 +87,14 @@ class Bus:
     def io_in_data(self, port: int, size: int, data: memoryview) -> None:
         """An IN/INS exit: fill `data` (size * count bytes) from `port`."""
         self.counts["io"] += 1
+        self.port_counts[port] = self.port_counts.get(port, 0) + 1
         for off in range(0, len(data), size):
             data[off:off + size] = self.io_in(port, size).to_bytes(size, "little")
 
     def io_out_data(self, port: int, size: int, data: bytes) -> None:
         """An OUT/OUTS exit: `data` is size * count bytes for `port`."""
         self.counts["io"] += 1
+        self.port_counts[port] = self.port_counts.get(port, 0) + 1
         for off in range(0, len(data), size):
             self.io_out(port, size, int.from_bytes(data[off:off + size], "little"))
 

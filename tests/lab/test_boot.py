@@ -27,17 +27,24 @@ PROMPT = "type a line within 5 s"
 class Boot:
     """pyhost boot in a subprocess, its console output collected as it comes."""
 
-    def __init__(self, device: str, *extra: str) -> None:
+    def __init__(self, device: str, *extra: str, argv: list[str] | None = None) -> None:
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pyhost", "boot", str(IMAGE), "--device", device, "-v",
-             *extra],
+            argv or [sys.executable, "-m", "pyhost", "boot", str(IMAGE), "--device", device,
+                     "-v", *extra],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
         self.out = bytearray()
+        self.err = b""
         self.seen: dict[str, float] = {}
         self.cond = threading.Condition()
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
+        self.err_reader = threading.Thread(target=self._read_err, daemon=True)
+        self.err_reader.start()
+
+    def _read_err(self) -> None:
+        assert self.proc.stderr is not None
+        self.err = self.proc.stderr.read()
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
@@ -63,17 +70,24 @@ class Boot:
             self.seen.setdefault(what, time.monotonic() - self.started)
         return True
 
+    def close_input(self) -> None:
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
+            self.proc.stdin.close()
+
     def finish(self, timeout: float) -> tuple[int, str, str]:
+        self.close_input()
         try:
-            _, err = self.proc.communicate(timeout=max(1, self.started + timeout
-                                                         - time.monotonic()))
+            self.proc.wait(timeout=max(1, self.started + timeout - time.monotonic()))
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            _, err = self.proc.communicate()
+            self.proc.wait()
+            self.reader.join(5)
+            self.err_reader.join(5)
             pytest.fail(f"pyhost boot still running after {timeout} s; console:\n{self.text}"
-                        f"\nstderr:\n{err.decode(errors='replace')}")
+                        f"\nstderr:\n{self.err.decode(errors='replace')}")
         self.reader.join(5)
-        return self.proc.returncode, self.text, err.decode(errors="replace")
+        self.err_reader.join(5)
+        return self.proc.returncode, self.text, self.err.decode(errors="replace")
 
 
 def test_bootfd_self_check_passes(device):
@@ -82,7 +96,7 @@ def test_bootfd_self_check_passes(device):
     if boot.wait_for(PROMPT, TIMEOUT):
         assert boot.proc.stdin is not None
         boot.proc.stdin.write(b"hello-serial\n")
-        boot.proc.stdin.close()
+        boot.proc.stdin.flush()
     status, out, err = boot.finish(TIMEOUT)
     print(f"{device}: banner after {boot.seen.get(BANNER, -1):.1f} s, "
           f"total {time.monotonic() - boot.started:.1f} s\n{err}")
@@ -97,7 +111,7 @@ def test_bootfd_self_check_passes(device):
 def test_bootfd_reboot_is_a_triple_fault(device):
     """kvmport.end=reboot with the image's reboot=t: the kernel triple-faults on purpose."""
     boot = Boot(device, "--append", "kvmport.end=reboot")
-    boot.proc.stdin.close()  # type: ignore[union-attr]
+    boot.close_input()
     status, out, err = boot.finish(TIMEOUT)
     assert "self-check PASS" in out, f"console:\n{out}\nstderr:\n{err}"
     assert status == 3, err
@@ -107,7 +121,7 @@ def test_bootfd_reboot_is_a_triple_fault(device):
 def test_bootfd_keyboard_controller_reset_ends_cleanly(device):
     """reboot=k after the image's reboot=t: the kernel resets through the i8042."""
     boot = Boot(device, "--append", "kvmport.end=reboot reboot=k")
-    boot.proc.stdin.close()  # type: ignore[union-attr]
+    boot.close_input()
     status, out, err = boot.finish(TIMEOUT)
     assert "self-check PASS" in out, f"console:\n{out}\nstderr:\n{err}"
     assert status == 0, err

@@ -9,7 +9,7 @@ from invoke import task
 from invoke.context import Context
 
 PY = shlex.quote(sys.executable)
-PYTHON_SOURCES = "pyhost tests bintest lab tasks.py tasks_core.py"
+PYTHON_SOURCES = "pyhost tests bintest lab bench tasks.py tasks_core.py"
 
 
 @task
@@ -63,3 +63,13 @@ def ci(c: Context) -> None:
     lint(c)
     test(c)
     test_lab(c, cpu="svm")
+
+
+@task(help={"runs": "runs per figure (the best counts)"})
+def bench(c: Context, runs: int = 3) -> None:
+    """In the SVM lab: exit round trips and a compute loop on Linux KVM and kvmport, with ratios."""
+    build_bintest(c)
+    c.run(f"{PY} -c 'from bench.micro import c_loop; c_loop()'")
+    c.run(f"{PY} -m invoke lab --cpu svm -- 'insmod $KVMPORT_KO && python3 -m bench "
+          f"--runs {runs} --device /dev/kvm --device /dev/kvmport; s=$?; rmmod kvmport; exit $s'",
+          pty=False)

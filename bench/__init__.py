@@ -1,0 +1,1 @@
+"""Benchmarks: `invoke bench` (inside the SVM lab), or `python -m bench --device ...`."""

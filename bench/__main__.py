@@ -1,0 +1,44 @@
+"""Print benchmark figures for each device and their ratios to the first (the reference).
+
+    python -m bench --device /dev/kvm --device /dev/kvmport [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pyhost import Kvm
+
+from .micro import BENCHMARKS, Figure, best_of
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    p.add_argument("--device", action="append", required=True,
+                   help="device to measure (repeatable; the first is the reference)")
+    p.add_argument("--runs", type=int, default=3, help="runs per figure; the best counts")
+    args = p.parse_args(argv)
+
+    table: dict[str, dict[str, Figure]] = {}
+    for device in args.device:
+        with Kvm(device) as kvm:
+            for fn, n in BENCHMARKS:
+                f = best_of(fn, kvm, n, args.runs)
+                table.setdefault(f.name, {})[device] = f
+    ref = args.device[0]
+    head = f"{'benchmark':<46}" + "".join(f"{d:>16}" for d in args.device)
+    head += "".join(f"{'ratio ' + d.rsplit('/', 1)[-1]:>18}" for d in args.device[1:])
+    print(head)
+    for name, row in table.items():
+        unit = next(iter(row.values())).unit
+        line = f"{name + ' (' + unit + ')':<46}"
+        line += "".join(f"{row[d].value:>16.2f}" for d in args.device)
+        line += "".join(f"{row[d].value / row[ref].value:>18.2f}" for d in args.device[1:])
+        print(line)
+    print(f"(best of {args.runs}; ratio = device / {ref}; lower is faster)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -52,9 +52,12 @@ def test_lab(c: Context, cpu: str = "svm") -> None:
 
 @task
 def lint(c: Context) -> None:
-    """ruff and mypy on the Python; checkpatch on kernel C comes with the lab tasks."""
+    """ruff and mypy on the Python, checkpatch.pl --no-tree on the kernel C."""
+    from lab.checkpatch import run_checkpatch
+
     c.run(f"{PY} -m ruff check {PYTHON_SOURCES}")
-    c.run(f"{PY} -m mypy pyhost")
+    c.run(f"{PY} -m mypy pyhost bench")
+    run_checkpatch(["lkm", "core", "include"])
 
 
 @task

@@ -101,8 +101,10 @@ struct kvmp_vcpu {
 };
 
 /* segment register numbers for backend get_segment */
-enum { KVMP_SEG_ES, KVMP_SEG_CS, KVMP_SEG_SS, KVMP_SEG_DS, KVMP_SEG_FS,
-       KVMP_SEG_GS };
+enum {
+	KVMP_SEG_ES, KVMP_SEG_CS, KVMP_SEG_SS, KVMP_SEG_DS, KVMP_SEG_FS,
+	KVMP_SEG_GS
+};
 
 /* what the run loop does after a backend handled one exit */
 enum kvmp_exit_action {

@@ -33,7 +33,7 @@ int kvmp_core_init(void)
 	kvmp_global_lock = kvmp_os_mutex_create();
 	if (!kvmp_global_lock)
 		return -KVMP_ENOMEM;
-	for (i = 0; i < sizeof(kvmp_backends) / sizeof(kvmp_backends[0]); i++) {
+	for (i = 0; i < ARRAY_SIZE(kvmp_backends); i++) {
 		r = kvmp_backends[i]->hardware_setup();
 		if (!r) {
 			kvmp_backend = kvmp_backends[i];

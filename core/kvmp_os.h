@@ -25,6 +25,18 @@ typedef kvmp_u32 u32;
 typedef kvmp_u64 u64;
 #endif
 
+/* the kernel's spellings, where a host lacks them */
+#define KVMP_ATTRIBUTE(...) __attribute__((__VA_ARGS__))
+#ifndef __packed
+#define __packed KVMP_ATTRIBUTE(__packed__)
+#endif
+#ifndef __printf
+#define __printf(a, b) KVMP_ATTRIBUTE(__format__(printf, a, b))
+#endif
+#ifndef ARRAY_SIZE
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#endif
+
 #define KVMP_PAGE_SIZE	4096UL
 #define KVMP_PAGE_SHIFT	12
 
@@ -116,8 +128,7 @@ void kvmp_os_cond_resched(void);	/* may sleep */
 #define KVMP_LOG_WARN	4
 #define KVMP_LOG_INFO	6
 #define KVMP_LOG_DEBUG	7
-void kvmp_os_log(int level, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+__printf(2, 3) void kvmp_os_log(int level, const char *fmt, ...);
 
 #define kvmp_err(...)	kvmp_os_log(KVMP_LOG_ERR, __VA_ARGS__)
 #define kvmp_warn(...)	kvmp_os_log(KVMP_LOG_WARN, __VA_ARGS__)

@@ -154,7 +154,7 @@ const u32 kvmp_msr_list[] = {
 	0xc0000083, 0xc0000084, 0xc0000100, 0xc0000101, 0xc0000102,
 };
 const unsigned int kvmp_msr_list_len =
-	sizeof(kvmp_msr_list) / sizeof(kvmp_msr_list[0]);
+	ARRAY_SIZE(kvmp_msr_list);
 
 static u64 kvmp_apic_base(struct kvmp_vcpu *vcpu)
 {

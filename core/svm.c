@@ -16,7 +16,7 @@ struct vmcb_seg {
 	u16 attrib;
 	u32 limit;
 	u64 base;
-} __attribute__((packed));
+} __packed;
 
 struct vmcb_control {
 	u32 intercepts[6];		/* 0x000: CR, DR, exceptions, misc 1-3 */
@@ -49,7 +49,7 @@ struct vmcb_control {
 	u8 insn_len;			/* 0x0d0 */
 	u8 insn_bytes[15];
 	u8 reserved_6[0x400 - 0xe0];
-} __attribute__((packed));
+} __packed;
 
 struct vmcb_save {
 	struct vmcb_seg es, cs, ss, ds, fs, gs, gdtr, ldtr, idtr, tr; /* 0x000 */
@@ -80,12 +80,12 @@ struct vmcb_save {
 	u64 cr2;			/* 0x240 */
 	u8 reserved_6[0x268 - 0x248];
 	u64 g_pat;			/* 0x268 */
-} __attribute__((packed));
+} __packed;
 
 struct vmcb {
 	struct vmcb_control control;
 	struct vmcb_save save;
-} __attribute__((packed));
+} __packed;
 
 _Static_assert(__builtin_offsetof(struct vmcb_control, exit_code) == 0x70, "vmcb");
 _Static_assert(__builtin_offsetof(struct vmcb_control, event_inj) == 0xa8, "vmcb");

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import sys
 from pathlib import Path
 
@@ -28,6 +29,8 @@ def run_lab(
     build_kext_first: bool,
     pip: str,
 ) -> int:
+    # SIGTERM (CI cancelling a job) unwinds like Ctrl-C, so the emulator is stopped.
+    signal.signal(signal.SIGTERM, _terminate)
     if cpu not in CPUS:
         raise LabError(f"--cpu must be one of {', '.join(CPUS)}, not {cpu!r}")
     if not argv:
@@ -70,6 +73,10 @@ def run_lab(
             pip=pip,
         )
     return report(out, rd)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def build_and_load(*, kdir: Path | None, lab_kernel: bool, load: bool, cpu: str) -> int:

@@ -169,6 +169,34 @@ def watch_console(
     threading.Thread(target=feed, daemon=True).start()
     out = Outcome()
     t0 = time.monotonic()
+    try:
+        _follow(q, rd, out, t0, boot_timeout=boot_timeout, timeout=timeout, verbose=verbose)
+    except BaseException:
+        stop(False)  # Ctrl-C, SIGTERM (see run_lab) or a bug: never leave the emulator behind
+        raise
+    stop(out.status is not None)  # graceful only if the command finished
+    out.total_s = time.monotonic() - t0
+    if not out.dmesg and rd.console_log.exists():
+        # The run did not finish: the kernel's console lines are the dmesg we have.
+        kmsg = re.compile(r"^\[\s*\d+\.\d+\]")
+        lines = rd.console_log.read_text(errors="replace").splitlines()
+        out.dmesg = ["# kernel messages seen on the console (the run did not finish)"]
+        out.dmesg += [ln for ln in lines if kmsg.match(ln)]
+    rd.dmesg.write_text("\n".join(out.dmesg) + "\n")
+    return out
+
+
+def _follow(
+    q: queue.Queue[str | None],
+    rd: RunDir,
+    out: Outcome,
+    t0: float,
+    *,
+    boot_timeout: float,
+    timeout: float,
+    verbose: bool,
+) -> None:
+    """The console loop of watch_console: fills out until the exit marker, EOF or a timeout."""
     started: float | None = None
     in_dmesg = False
     with rd.console_log.open("w", errors="replace") as con:
@@ -228,16 +256,6 @@ def watch_console(
             if started is None and FATAL_RE.search(text):
                 out.error = f"the {rd.cpu} lab kernel stopped during boot: {text.strip()}"
                 break
-    stop(out.status is not None)  # graceful only if the command finished
-    out.total_s = time.monotonic() - t0
-    if not out.dmesg and rd.console_log.exists():
-        # The run did not finish: the kernel's console lines are the dmesg we have.
-        kmsg = re.compile(r"^\[\s*\d+\.\d+\]")
-        lines = rd.console_log.read_text(errors="replace").splitlines()
-        out.dmesg = ["# kernel messages seen on the console (the run did not finish)"]
-        out.dmesg += [ln for ln in lines if kmsg.match(ln)]
-    rd.dmesg.write_text("\n".join(out.dmesg) + "\n")
-    return out
 
 
 def process_lines(proc: subprocess.Popen[str]) -> Iterator[str]:

@@ -74,6 +74,8 @@ def lab(
         )
     except LabError as exc:
         raise Exit(f"lab: {exc}", code=125) from None
+    except KeyboardInterrupt:
+        raise Exit("lab: interrupted; the lab machine was stopped", code=130) from None
     if status:
         raise Exit(code=status)
 

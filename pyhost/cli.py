@@ -122,7 +122,15 @@ def cmd_run_raw(args: argparse.Namespace) -> int:
 
 def cmd_boot(args: argparse.Namespace) -> int:
     from .hw.console import Console
-    from .machine import Machine, boot_spec, describe_spec, layout_linux
+    from .machine import (
+        TSC_MAX_ERROR_PPM,
+        Machine,
+        apply_layout,
+        boot_spec,
+        describe_spec,
+        layout_linux,
+        measure_tsc_khz,
+    )
 
     spec = boot_spec(Path(args.image) if args.image else None,
                      Path(args.kernel) if args.kernel else None,
@@ -131,6 +139,17 @@ def cmd_boot(args: argparse.Namespace) -> int:
     console = Console(lambda _: None, lambda: None)
     with Kvm(args.device) as kvm, Machine(kvm, spec, args.mem, console=console,
                                           layout=layout) as machine:
+        if args.tsc_khz and "tsc_early_khz=" not in spec.cmdline:
+            tsc = measure_tsc_khz(machine.vcpu)
+            if tsc is not None and tsc.error_ppm <= TSC_MAX_ERROR_PPM:
+                spec.cmdline = f"{spec.cmdline} tsc_early_khz={tsc.khz}".strip()
+                machine.layout = layout_linux(spec.kernel, spec.initrd, spec.cmdline, args.mem)
+                apply_layout(machine.vm, machine.vcpu, machine.layout)
+            if args.verbose:
+                print("pyhost: guest TSC: " + ("not readable" if tsc is None else
+                      f"{tsc.khz} kHz (+-{tsc.error_ppm:.0f} ppm)" +
+                      ("" if tsc.error_ppm <= TSC_MAX_ERROR_PPM else ", too imprecise: unused")),
+                      file=sys.stderr)
         if args.verbose:
             print(f"pyhost: {describe_spec(spec, machine.layout, kvm, args.mem)}",
                   file=sys.stderr)
@@ -193,6 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
     boot.add_argument("--label", help="boot this entry of the boot config, not the default")
     boot.add_argument("--device", metavar="PATH", default=argparse.SUPPRESS,
                       help="KVM device to open")
+    boot.add_argument("--no-tsc-khz", dest="tsc_khz", action="store_false",
+                      help="do not measure the guest's TSC rate and pass it as tsc_early_khz= "
+                           "(then the guest calibrates against the PIT, and in a slow VMM fails "
+                           "and falls back to the PIT as its clock)")
     boot.add_argument("-v", "--verbose", action="store_true",
                       help="say what is booted and, at the end, exit counts and timings")
     boot.set_defaults(func=cmd_boot)

@@ -176,6 +176,47 @@ def _write_stdout(data: bytes) -> None:
     os.write(1, data)
 
 
+MSR_IA32_TSC = 0x10
+TSC_MAX_ERROR_PPM = 200
+
+
+@dataclass(frozen=True)
+class TscMeasurement:
+    khz: int
+    error_ppm: float  # bound from the ioctl brackets at both ends
+
+
+def measure_tsc_khz(vcpu: Vcpu, duration: float = 0.2, tries: int = 5) -> TscMeasurement | None:
+    """The guest's TSC rate, measured: the guest TSC (KVM_GET_MSRS of IA32_TSC, which the
+    device computes from the host TSC and the VCPU's offset) read twice, `duration` apart
+    on the host's monotonic clock. Each read is bracketed by clock reads; the tightest of
+    `tries` brackets at each end bounds the error. None if the device cannot read it."""
+
+    def sample() -> tuple[int, int, int] | None:
+        best: tuple[int, int, int] | None = None
+        for _ in range(tries):
+            t0 = time.monotonic_ns()
+            value = vcpu.get_msrs([MSR_IA32_TSC]).get(MSR_IA32_TSC)
+            t1 = time.monotonic_ns()
+            if value is None:
+                return None
+            if best is None or t1 - t0 < best[2]:
+                best = (value, (t0 + t1) // 2, t1 - t0)
+        return best
+
+    try:
+        a = sample()
+        time.sleep(duration)
+        b = sample()
+    except PyhostError:
+        return None
+    if a is None or b is None or b[1] <= a[1] or b[0] <= a[0]:
+        return None
+    elapsed_ns = b[1] - a[1]
+    khz = round((b[0] - a[0]) * 1_000_000 / elapsed_ns)
+    return TscMeasurement(khz, (a[2] + b[2]) / 2 / elapsed_ns * 1e6)
+
+
 # ---- the machine --------------------------------------------------------------------------
 
 @dataclass

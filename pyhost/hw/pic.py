@@ -224,6 +224,8 @@ class PicPair:
 
     def pending(self) -> bool:
         """The master's INT output: an interrupt waits for the CPU."""
+        if not (self.master.irr or self.slave.irr):
+            return False  # the common case, checked on every exit: keep it cheap
         return self.master.output()
 
     def acknowledge(self) -> int:

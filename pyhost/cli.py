@@ -123,13 +123,13 @@ def cmd_run_raw(args: argparse.Namespace) -> int:
 def cmd_boot(args: argparse.Namespace) -> int:
     from .hw.console import Console
     from .machine import (
-        TSC_MAX_ERROR_PPM,
         Machine,
         apply_layout,
         boot_spec,
         describe_spec,
         layout_linux,
         measure_tsc_khz,
+        tsc_usable,
     )
 
     spec = boot_spec(Path(args.image) if args.image else None,
@@ -141,14 +141,15 @@ def cmd_boot(args: argparse.Namespace) -> int:
                                           layout=layout) as machine:
         if args.tsc_khz and "tsc_early_khz=" not in spec.cmdline:
             tsc = measure_tsc_khz(machine.vcpu)
-            if tsc is not None and tsc.error_ppm <= TSC_MAX_ERROR_PPM:
+            why_not = tsc_usable(tsc)
+            if tsc is not None and why_not is None:
                 spec.cmdline = f"{spec.cmdline} tsc_early_khz={tsc.khz}".strip()
                 machine.layout = layout_linux(spec.kernel, spec.initrd, spec.cmdline, args.mem)
                 apply_layout(machine.vm, machine.vcpu, machine.layout)
             if args.verbose:
-                print("pyhost: guest TSC: " + ("not readable" if tsc is None else
-                      f"{tsc.khz} kHz (+-{tsc.error_ppm:.0f} ppm)" +
-                      ("" if tsc.error_ppm <= TSC_MAX_ERROR_PPM else ", too imprecise: unused")),
+                measured = "" if tsc is None else f"{tsc.khz} kHz (+-{tsc.error_ppm:.0f} ppm)"
+                print(f"pyhost: guest TSC: {measured}"
+                      f"{'' if why_not is None else ('; ' if tsc else '') + why_not + ', unused'}",
                       file=sys.stderr)
         if args.verbose:
             print(f"pyhost: {describe_spec(spec, machine.layout, kvm, args.mem)}",

@@ -178,6 +178,7 @@ def _write_stdout(data: bytes) -> None:
 
 MSR_IA32_TSC = 0x10
 TSC_MAX_ERROR_PPM = 200
+TSC_PLAUSIBLE_KHZ = (100_000, 10_000_000)
 
 
 @dataclass(frozen=True)
@@ -186,11 +187,15 @@ class TscMeasurement:
     error_ppm: float  # bound from the ioctl brackets at both ends
 
 
-def measure_tsc_khz(vcpu: Vcpu, duration: float = 0.2, tries: int = 5) -> TscMeasurement | None:
+def measure_tsc_khz(vcpu: Vcpu, duration: float = 0.25, longest: float = 2.0,
+                    max_error_ppm: float = TSC_MAX_ERROR_PPM,
+                    tries: int = 5) -> TscMeasurement | None:
     """The guest's TSC rate, measured: the guest TSC (KVM_GET_MSRS of IA32_TSC, which the
-    device computes from the host TSC and the VCPU's offset) read twice, `duration` apart
-    on the host's monotonic clock. Each read is bracketed by clock reads; the tightest of
-    `tries` brackets at each end bounds the error. None if the device cannot read it."""
+    device computes from the host TSC and the VCPU's offset) read at two host times on
+    the monotonic clock. Each read is bracketed by clock reads; the tightest of `tries`
+    brackets at each end bounds the error, and the second end is taken later (up to
+    `longest` seconds) until the bound is within max_error_ppm. None if the device cannot
+    read the TSC."""
 
     def sample() -> tuple[int, int, int] | None:
         best: tuple[int, int, int] | None = None
@@ -206,15 +211,33 @@ def measure_tsc_khz(vcpu: Vcpu, duration: float = 0.2, tries: int = 5) -> TscMea
 
     try:
         a = sample()
+        if a is None:
+            return None
+        deadline = a[1] + int(longest * 1e9)
         time.sleep(duration)
-        b = sample()
+        while True:
+            b = sample()
+            if b is None or b[1] <= a[1] or b[0] <= a[0]:
+                return None
+            elapsed_ns = b[1] - a[1]
+            result = TscMeasurement(round((b[0] - a[0]) * 1_000_000 / elapsed_ns),
+                                    (a[2] + b[2]) / 2 / elapsed_ns * 1e6)
+            if result.error_ppm <= max_error_ppm or b[1] >= deadline:
+                return result
+            time.sleep(min(duration, max(0.0, (deadline - b[1]) / 1e9)))
     except PyhostError:
         return None
-    if a is None or b is None or b[1] <= a[1] or b[0] <= a[0]:
-        return None
-    elapsed_ns = b[1] - a[1]
-    khz = round((b[0] - a[0]) * 1_000_000 / elapsed_ns)
-    return TscMeasurement(khz, (a[2] + b[2]) / 2 / elapsed_ns * 1e6)
+
+
+def tsc_usable(tsc: TscMeasurement | None) -> str | None:
+    """Why the measurement should not be passed to the guest, or None if it should."""
+    if tsc is None:
+        return "not readable"
+    if tsc.error_ppm > TSC_MAX_ERROR_PPM:
+        return f"too imprecise (over {TSC_MAX_ERROR_PPM} ppm)"
+    if not TSC_PLAUSIBLE_KHZ[0] <= tsc.khz <= TSC_PLAUSIBLE_KHZ[1]:
+        return "implausible for a PC's TSC (100 MHz to 10 GHz)"
+    return None
 
 
 # ---- the machine --------------------------------------------------------------------------

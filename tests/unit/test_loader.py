@@ -158,3 +158,26 @@ def test_apply_64_bit_entry_state(kvm, bootfd):
         assert r.rip == 0x100200 and r.rsi == lay.plan.zero_page_addr and r.rflags == 2
     finally:
         vm.close()
+
+
+class FakeTscVcpu:
+    """get_msrs answers IA32_TSC from the host clock at `khz`."""
+
+    def __init__(self, khz: int) -> None:
+        self.khz = khz
+
+    def get_msrs(self, indices: list[int]) -> dict[int, int]:
+        import time
+
+        return {0x10: time.monotonic_ns() * self.khz // 1_000_000}
+
+
+def test_tsc_measurement_and_plausibility():
+    from pyhost.machine import TscMeasurement, measure_tsc_khz, tsc_usable
+
+    m = measure_tsc_khz(FakeTscVcpu(2_500_000), duration=0.05)  # type: ignore[arg-type]
+    assert m is not None and abs(m.khz - 2_500_000) <= 2_500_000 * max(m.error_ppm, 50) / 1e6
+    assert tsc_usable(TscMeasurement(2_500_000, 20)) is None
+    assert "imprecise" in (tsc_usable(TscMeasurement(2_500_000, 800)) or "")
+    assert "implausible" in (tsc_usable(TscMeasurement(19, 20)) or "")
+    assert tsc_usable(None) == "not readable"

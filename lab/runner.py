@@ -127,6 +127,7 @@ def make_rundir(
         "LAB_CMD": str(rd.cmd_file),
         "PATH": guest_path,
         "PYTHONDONTWRITEBYTECODE": "1",
+        "LAB_RNG_SEED": os.urandom(64).hex(),
         **(extra_env or {}),
     }
     rd.env_file.write_text("".join(f"{k}={shlex.quote(v)}\n" for k, v in env.items()))
@@ -179,7 +180,9 @@ def watch_console(
     if not out.dmesg and rd.console_log.exists():
         # The run did not finish: the kernel's console lines are the dmesg we have.
         kmsg = re.compile(r"^\[\s*\d+\.\d+\]")
-        lines = rd.console_log.read_text(errors="replace").splitlines()
+        lines = [
+            ln.partition("| ")[2] for ln in rd.console_log.read_text(errors="replace").splitlines()
+        ]
         out.dmesg = ["# kernel messages seen on the console (the run did not finish)"]
         out.dmesg += [ln for ln in lines if kmsg.match(ln)]
     rd.dmesg.write_text("\n".join(out.dmesg) + "\n")
@@ -226,7 +229,9 @@ def _follow(
                     )
                 break
             line = line.replace("\r", "")
-            con.write(line if line.endswith("\n") else line + "\n")
+            # Host time since the emulator started, for finding where a run spends it.
+            stamp = f"{time.monotonic() - t0:8.1f}s| "
+            con.write(stamp + (line if line.endswith("\n") else line + "\n"))
             con.flush()
             text = line.rstrip("\n")
             if in_dmesg:
@@ -324,7 +329,7 @@ def report(out: Outcome, rd: RunDir) -> int:
         print("[lab] ---- end of guest dmesg ----", file=sys.stderr)
     if out.error is not None:
         if not out.dmesg and rd.console_log.exists():
-            tail = rd.console_log.read_text(errors="replace").splitlines()[-40:]
+            tail = rd.console_log.read_text(errors="replace").splitlines()[-40:]  # stamped
             print("[lab] ---- last console lines ----", file=sys.stderr)
             print("\n".join(tail), file=sys.stderr)
             print("[lab] ---- end of console lines ----", file=sys.stderr)

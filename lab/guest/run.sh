@@ -2,7 +2,8 @@
 # Runs inside a lab guest (SVM: under virtme-ng; VMX: from the lab's /init).
 # $1: environment file written by the host (lab/runner.py); it defines
 #   KVMPORT_LAB, LAB_KVM_MODULES (modules, dependencies first, insmod order),
-#   LAB_CWD, LAB_RULES, LAB_PYTHON, LAB_CMD (file holding the command) and PATH.
+#   LAB_CWD, LAB_RULES, LAB_PYTHON, LAB_UEVENTD, LAB_RNG_SEED, LAB_CMD (file
+#   holding the command) and PATH.
 # Protocol on the console: @@KVMPORT-LAB-START@@, then the command's output,
 # then dmesg between DMESG-BEGIN/END markers, then @@KVMPORT-LAB-EXIT=<status>@@.
 
@@ -12,6 +13,11 @@ set +a
 export HOME=/root
 
 up() { cut -d' ' -f1 /proc/uptime; }
+
+# Entropy first: without it getrandom() (Python's random) can block for minutes.
+"$LAB_PYTHON" "$(dirname "$LAB_UEVENTD")/seed_rng.py" "$LAB_RNG_SEED" || \
+	echo "lab: could not seed the RNG" >&2
+unset LAB_RNG_SEED
 
 # The reference hypervisor: Linux's own KVM for this lab's CPU.
 for m in $LAB_KVM_MODULES; do

@@ -2,10 +2,10 @@
 # The lab test suite, run inside `invoke lab` (which sets KVMPORT_LAB and KVMPORT_KO):
 # every device-parametrised test against Linux KVM (the oracle) and, where kvmport has
 # a backend for the CPU (SVM), against /dev/kvmport too; the differential test; then
-# the module's own load/unload tests, which end with the dmesg and leak checks.
+# the module's own load/unload tests (dmesg and leak checks, as_kvm=1) with it unloaded.
 status=0
 devices="--device /dev/kvm"
-ignore="--ignore=tests/lab/test_kext.py"
+ignore="--ignore=tests/lab/test_kext.py --ignore=tests/lab/test_as_kvm.py"
 if [ "$KVMPORT_LAB" = svm ]; then
 	insmod "$KVMPORT_KO" || exit 1
 	devices="$devices --device /dev/kvmport"
@@ -18,5 +18,5 @@ python3 -m pytest -ra -p no:cacheprovider tests/guests tests/unit tests/lab $ign
 if [ "$KVMPORT_LAB" = svm ]; then
 	rmmod kvmport || status=1
 fi
-python3 -m pytest -ra -p no:cacheprovider tests/lab/test_kext.py || status=1
+python3 -m pytest -ra -p no:cacheprovider tests/lab/test_kext.py tests/lab/test_as_kvm.py || status=1
 exit $status

@@ -1,0 +1,73 @@
+"""kvmport.ko as_kvm=1: it registers /dev/kvm (minor 232) so unmodified KVM tools use it,
+and it refuses to while Linux's KVM holds that minor."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from bintest.build import build
+from pyhost import Cap, Hlt, IoOut, Kvm
+from pyhost.raw import load_raw
+
+pytestmark = pytest.mark.lab
+
+
+def sh(*cmd: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, capture_output=True, text=True)
+
+
+def linux_kvm_modules() -> list[str]:
+    mods = os.environ.get("LAB_KVM_MODULES", "").split()
+    assert mods, "LAB_KVM_MODULES is not set: run through `invoke lab`"
+    return mods
+
+
+def module_name(path: str) -> str:
+    return Path(path).name.split(".ko")[0].replace("-", "_")
+
+
+@pytest.fixture
+def ko() -> str:
+    path = os.environ.get("KVMPORT_KO")
+    assert path and Path(path).is_file(), "KVMPORT_KO is not set: run through `invoke lab`"
+    assert not Path("/sys/module/kvmport").exists(), "kvmport is already loaded"
+    return path
+
+
+def test_refused_while_linux_kvm_is_loaded(ko):
+    assert Path("/sys/module/kvm").exists(), "Linux KVM should be loaded in the lab"
+    res = sh("insmod", ko, "as_kvm=1")
+    assert res.returncode != 0, "as_kvm=1 loaded although /dev/kvm is Linux's"
+    assert not Path("/sys/module/kvmport").exists()
+    dmesg = sh("dmesg").stdout
+    assert "cannot register /dev/kvm" in dmesg and "is Linux's kvm module loaded?" in dmesg
+
+
+def test_stands_in_for_linux_kvm(ko):
+    mods = linux_kvm_modules()
+    for m in reversed(mods):  # dependents first
+        assert sh("rmmod", module_name(m)).returncode == 0
+    try:
+        res = sh("insmod", ko, "as_kvm=1")
+        assert res.returncode == 0, res.stderr
+        try:
+            assert not Path("/sys/module/kvm").exists()
+            with Kvm("/dev/kvm") as kvm:
+                assert kvm.api_version == 12
+                if os.environ.get("KVMPORT_LAB") == "svm":  # a backend: run a guest
+                    assert kvm.check_extension(Cap.MMAP_VCPU) == 1  # it is kvmport
+                    with load_raw(kvm, build("hello_real").read_bytes(), "real") as g:
+                        out = b""
+                        while isinstance(ex := g.vcpu.run(), IoOut):
+                            out += ex.data
+                        assert isinstance(ex, Hlt) and out == b"Hello from real mode\n"
+        finally:
+            assert sh("rmmod", "kvmport").returncode == 0
+    finally:
+        for m in mods:
+            sh("insmod", m)
+    assert Path("/sys/module/kvm").exists() and Path("/dev/kvm").exists()

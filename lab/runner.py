@@ -180,11 +180,11 @@ def watch_console(
     if not out.dmesg and rd.console_log.exists():
         # The run did not finish: the kernel's console lines are the dmesg we have.
         kmsg = re.compile(r"^\[\s*\d+\.\d+\]")
-        lines = [
+        seen = [
             ln.partition("| ")[2] for ln in rd.console_log.read_text(errors="replace").splitlines()
         ]
         out.dmesg = ["# kernel messages seen on the console (the run did not finish)"]
-        out.dmesg += [ln for ln in lines if kmsg.match(ln)]
+        out.dmesg += [ln for ln in seen if kmsg.match(ln)]
     rd.dmesg.write_text("\n".join(out.dmesg) + "\n")
     return out
 

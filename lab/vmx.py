@@ -454,7 +454,7 @@ def run_vmx(
             verbose=verbose,
             stop=lambda finished: _stop(proc, finished),
         )
-    for big in (boot, root, rd.path / "initrd.gz"):
+    for big in (boot, root, rd.path / "initrd.gz", *rd.path.glob("*.img.lock")):
         big.unlink(missing_ok=True)  # hundreds of MiB a run; rebuilt every run anyway
     return out, rd
 

@@ -54,7 +54,7 @@ def run_lab(
             memory=memory or "2G",
             cpus=cpus,
             boot_timeout=boot_timeout or 300,
-            timeout=timeout or 1800,
+            timeout=timeout or 3600,
             verbose=verbose,
             extra_env=extra_env,
             pip=pip,

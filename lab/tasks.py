@@ -25,7 +25,7 @@ def _argv_after_dashes(c: Context) -> list[str]:
     help={
         "cpu": "svm (QEMU TCG, AMD-V, fast) or vmx (Bochs, Intel VT-x, slow)",
         "kernel": "Debian kernel ABI for the lab (default: what linux-image-amd64 depends on)",
-        "timeout": "seconds for the whole run (default: 1800 svm, 7200 vmx)",
+        "timeout": "seconds for the whole run (default: 3600 svm, 7200 vmx)",
         "boot_timeout": "seconds until the command must have started (default: 300 svm, 1200 vmx)",
         "memory": "guest memory (default 2G svm, 1024M vmx)",
         "cpus": "guest CPUs (svm only; default 2)",
@@ -53,7 +53,7 @@ def lab(
     vmx: a copy on the guest's disk). Linux's kvm_amd/kvm_intel is loaded so
     /dev/kvm is the reference; kvmport.ko is built for the lab kernel and its path
     is in $KVMPORT_KO; $KVMPORT_LAB is svm or vmx. Exits with COMMAND's status
-    (124 on timeout, 125 if the lab failed). Guest dmesg: build/lab/<cpu>/dmesg.txt.
+    (124 on timeout, 125 if the lab failed). Guest dmesg and console: build/lab/<cpu>/last/.
     One COMMAND argument is a shell command line; several are an argv.
     """
     from lab.main import run_lab

@@ -121,6 +121,7 @@ def cmd_run_raw(args: argparse.Namespace) -> int:
 
 
 def cmd_boot(args: argparse.Namespace) -> int:
+    from .boot import BootError
     from .hw.console import Console
     from .machine import (
         Machine,
@@ -143,9 +144,14 @@ def cmd_boot(args: argparse.Namespace) -> int:
             tsc = measure_tsc_khz(machine.vcpu)
             why_not = tsc_usable(tsc)
             if tsc is not None and why_not is None:
-                spec.cmdline = f"{spec.cmdline} tsc_early_khz={tsc.khz}".strip()
-                machine.layout = layout_linux(spec.kernel, spec.initrd, spec.cmdline, args.mem)
-                apply_layout(machine.vm, machine.vcpu, machine.layout)
+                cmdline = f"{spec.cmdline} tsc_early_khz={tsc.khz}".strip()
+                try:
+                    machine.layout = layout_linux(spec.kernel, spec.initrd, cmdline, args.mem)
+                except BootError:
+                    why_not = "no room left on the kernel command line"
+                else:
+                    spec.cmdline = cmdline
+                    apply_layout(machine.vm, machine.vcpu, machine.layout)
             if args.verbose:
                 measured = "" if tsc is None else f"{tsc.khz} kHz (+-{tsc.error_ppm:.0f} ppm)"
                 print(f"pyhost: guest TSC: {measured}"

@@ -70,11 +70,13 @@ def ci(c: Context) -> None:
 
 @task(help={"runs": "runs per figure (the best counts)"})
 def bench(c: Context, runs: int = 3) -> None:
-    """In the SVM lab: exit round trips and a compute loop on Linux KVM and kvmport, with ratios."""
+    """In the SVM lab, on Linux KVM and kvmport: exit round trips, a compute loop and
+    bootfd.img to its banner, with ratios."""
     build_bintest(c)
     c.run(f"{PY} -c 'from bench.micro import c_loop; c_loop()'")
     c.run(f"{PY} -m invoke lab --cpu svm -- 'insmod $KVMPORT_KO && python3 -m bench "
-          f"--runs {runs} --device /dev/kvm --device /dev/kvmport; s=$?; rmmod kvmport; exit $s'",
+          f"--runs {runs} --boot --device /dev/kvm --device /dev/kvmport; s=$?; rmmod kvmport; "
+          "exit $s'",
           pty=False)
 
 

@@ -10,7 +10,7 @@ import sys
 
 from pyhost import Kvm
 
-from .micro import BENCHMARKS, Figure, best_of
+from .micro import BENCHMARKS, Figure, best_of, boot
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,6 +18,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", action="append", required=True,
                    help="device to measure (repeatable; the first is the reference)")
     p.add_argument("--runs", type=int, default=3, help="runs per figure; the best counts")
+    p.add_argument("--boot", action="store_true",
+                   help="also boot bintest/bootfd.img to its banner (once per device)")
     args = p.parse_args(argv)
 
     table: dict[str, dict[str, Figure]] = {}
@@ -26,6 +28,9 @@ def main(argv: list[str] | None = None) -> int:
             for fn, n in BENCHMARKS:
                 f = best_of(fn, kvm, n, args.runs)
                 table.setdefault(f.name, {})[device] = f
+        if args.boot:
+            f = boot(device)
+            table.setdefault(f.name, {})[device] = f
     ref = args.device[0]
     head = f"{'benchmark':<46}" + "".join(f"{d:>16}" for d in args.device)
     head += "".join(f"{'ratio ' + d.rsplit('/', 1)[-1]:>18}" for d in args.device[1:])

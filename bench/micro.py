@@ -95,3 +95,15 @@ BENCHMARKS: list[tuple[Callable[[Kvm, int], Figure], int]] = [
 def best_of(fn: Callable[[Kvm, int], Figure], kvm: Kvm, n: int, runs: int) -> Figure:
     results = [fn(kvm, n) for _ in range(runs)]
     return min(results, key=lambda f: f.value)
+
+
+def boot(device: str) -> Figure:
+    """bootfd.img under pyhost: seconds from the process start to the guest's banner."""
+    import sys
+
+    import tasks_boot
+
+    r = tasks_boot._timed([sys.executable, "-m", "pyhost", "boot", str(tasks_boot.IMAGE),
+                           "--device", device])
+    assert r["banner"] is not None, f"no banner from {device}: {r['stderr']}"
+    return Figure("bootfd.img to the banner (pyhost boot)", r["banner"], "s")

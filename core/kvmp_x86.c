@@ -234,6 +234,25 @@ static u8 *kvmp_pio_data(struct kvmp_vcpu *vcpu)
 }
 
 /*
+ * With EFLAGS.DF set a string instruction walks memory downwards; the run
+ * area holds the elements in the order the VMM sees them (first one first),
+ * so the block read from or written to guest memory is reversed by element.
+ */
+static void kvmp_reverse_elements(u8 *d, u64 n, u64 size)
+{
+	u64 i, j;
+	u8 t;
+
+	for (i = 0; i < n / 2; i++) {
+		for (j = 0; j < size; j++) {
+			t = d[i * size + j];
+			d[i * size + j] = d[(n - 1 - i) * size + j];
+			d[(n - 1 - i) * size + j] = t;
+		}
+	}
+}
+
+/*
  * A port access the backend decoded.  OUT data (and OUTS data from guest
  * memory) goes into the run area now; IN data comes back on the next KVM_RUN.
  */
@@ -268,17 +287,9 @@ int kvmp_exit_pio(struct kvmp_vcpu *vcpu, struct kvmp_pio *pio)
 						    src, regs.rip);
 				return KVMP_TO_USER;
 			}
-			if (regs.rflags & KVMP_EFLAGS_DF) {	/* deliver in order */
-				u8 *d = kvmp_pio_data(vcpu), t;
-				u64 i, j, n = count, sz = pio->size;
-
-				for (i = 0; i < n / 2; i++)
-					for (j = 0; j < sz; j++) {
-						t = d[i * sz + j];
-						d[i * sz + j] = d[(n - 1 - i) * sz + j];
-						d[(n - 1 - i) * sz + j] = t;
-					}
-			}
+			if (regs.rflags & KVMP_EFLAGS_DF)	/* deliver in order */
+				kvmp_reverse_elements(kvmp_pio_data(vcpu), count,
+						      pio->size);
 		}
 	} else if (!pio->in) {
 		kvmp_os_memcpy(kvmp_pio_data(vcpu), &regs.rax, pio->size);
@@ -327,17 +338,9 @@ static int kvmp_complete_pio(struct kvmp_vcpu *vcpu)
 		      (regs.rdi & kvmp_size_mask(pio->addr_size));
 		if (down)
 			dst -= bytes - pio->size;
-		if (down) {	/* element i goes to RDI - i * size */
-			u8 *d = kvmp_pio_data(vcpu), t;
-			u64 i, j, n = pio->count, sz = pio->size;
-
-			for (i = 0; i < n / 2; i++)
-				for (j = 0; j < sz; j++) {
-					t = d[i * sz + j];
-					d[i * sz + j] = d[(n - 1 - i) * sz + j];
-					d[(n - 1 - i) * sz + j] = t;
-				}
-		}
+		if (down)	/* element i goes to RDI - i * size */
+			kvmp_reverse_elements(kvmp_pio_data(vcpu), pio->count,
+					      pio->size);
 		if (kvmp_write_guest_virt(vcpu, &s, dst, kvmp_pio_data(vcpu), bytes))
 			return -KVMP_EFAULT;
 		regs.rdi = kvmp_addr_update(regs.rdi, down ? regs.rdi - bytes :

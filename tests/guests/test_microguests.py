@@ -198,3 +198,26 @@ def test_two_vms_in_one_process(raw_guest):
     assert guests[1].vcpu.run() == IoOut(0x70, 1, 1, b"\x08")
     assert text == b"Hello from real mode\n" and isinstance(last, Hlt)
     assert guests[0].vm.fd != guests[1].vm.fd
+
+
+def test_string_io_in_and_out_in_both_directions(raw_guest, guest_symbols):
+    g = raw_guest("string_io_real")
+    fed = bytearray()
+    ex = g.vcpu.run()
+    while isinstance(ex, IoIn):  # a device may be asked for one byte or several at once
+        assert (ex.port, ex.size) == (0x71, 1)
+        chunk = bytes(range(0xA0 + len(fed), 0xA0 + len(fed) + ex.count))
+        ex.data[:] = chunk
+        fed += chunk
+        ex = g.vcpu.run()
+    assert len(fed) == 8
+    words = bytearray()
+    while isinstance(ex, IoOut):
+        assert (ex.port, ex.size) == (0x3F8, 2)
+        words += ex.data
+        ex = g.vcpu.run()
+    assert isinstance(ex, Hlt)
+    assert g.vm.read(guest_symbols("string_io_real")["buf"], 8) == bytes(range(0xA0, 0xA8))
+    # DF=1: the last word first
+    assert words == bytes.fromhex("333322221111")
+    assert g.vcpu.get_regs().rcx & 0xFFFF == 0

@@ -424,7 +424,7 @@ def run_vmx(
     )
     log("building the VMX lab disks")
     boot = build_boot(
-        kernel, "console=ttyS0,115200 quiet loglevel=4 panic=-1 tsc=reliable", rd.path
+        kernel, "console=ttyS0,115200 quiet loglevel=4 panic=-1 tsc=reliable idle=poll", rd.path
     )
     root = build_root(kernel, py, rd, kvm_mods)
     serial = rd.path / "serial.out"

@@ -61,11 +61,19 @@ def lint(c: Context) -> None:
 
 
 @task
+def test_vmx_smoke(c: Context) -> None:
+    """In the VMX lab (Bochs, slow): kvmport.ko loads, answers and unloads cleanly on Intel."""
+    c.run(f"{PY} -m invoke lab --cpu vmx -- python -m pytest -ra -p no:cacheprovider "
+          "tests/lab/test_kext.py", pty=False)
+
+
+@task
 def ci(c: Context) -> None:
-    """Everything CI runs: lint, the host tests, and the SVM lab suite."""
+    """Everything CI runs: lint, the host tests, the SVM lab suite, the VMX smoke test."""
     lint(c)
     test(c)
     test_lab(c, cpu="svm")
+    test_vmx_smoke(c)
 
 
 @task(help={"runs": "runs per figure (the best counts)"})

@@ -7,7 +7,7 @@ KVMP_CDEF), and every KVMP_* constant is declared by name only (`#define NAME
 checks each struct layout against the C compiler when the module is built.
 
 The compiled module is cached next to this file (or under ~/.cache/kvmport when
-that is read-only), keyed by a hash of the headers and this builder.
+that is read-only), keyed by a hash of the headers, this builder and the Python version.
 """
 
 from __future__ import annotations
@@ -125,10 +125,11 @@ def cdef_source() -> str:
     return _PRELUDE + out.stdout + defines
 
 
-def _digest(cdef: str) -> str:
+def _digest() -> str:
+    """What the built module depends on: the headers, this builder, the Python.  No
+    compiler run is needed to find a module already built (it matters in slow labs)."""
     h = hashlib.sha256()
-    h.update(cdef.encode())
-    h.update(_SOURCE.encode())
+    h.update(Path(__file__).read_bytes())
     for header in HEADERS:
         h.update((INCLUDE_DIR / header).read_bytes())
     h.update(sys.version.encode())
@@ -159,11 +160,11 @@ def _build(cdef: str, name: str, build_dir: Path) -> Path:
 
 
 def _find_or_build() -> ModuleType:
-    cdef = cdef_source()
-    name = f"_kvmport_abi_{_digest(cdef)}"
+    name = f"_kvmport_abi_{_digest()}"
     for d in _BUILD_DIRS:
         for candidate in d.glob(f"{name}.*.so"):
             return _load(candidate, name)
+    cdef = cdef_source()
     errors = []
     for d in _BUILD_DIRS:
         try:

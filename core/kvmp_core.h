@@ -196,6 +196,7 @@ int kvmp_vcpu_run(struct kvmp_vcpu *vcpu);
 void kvmp_internal_error(struct kvmp_vcpu *vcpu, u32 suberror, u64 data0,
 			 u64 data1);
 
+#ifndef KVMP_CDEF	/* cffi (tests) reads declarations only */
 /* host CPUID, for the backend and the supported-CPUID table */
 static inline void kvmp_cpuid(u32 leaf, u32 subleaf, u32 *a, u32 *b, u32 *c,
 			      u32 *d)
@@ -218,5 +219,6 @@ static inline void kvmp_wrmsr(u32 index, u64 v)
 	asm volatile("wrmsr" : : "c"(index), "a"((u32)v), "d"((u32)(v >> 32))
 		     : "memory");
 }
+#endif
 
 #endif /* KVMPORT_CORE_KVMP_CORE_H */

@@ -145,7 +145,7 @@ long kvmp_system_ioctl(unsigned int ioctl, unsigned long arg)
 	case KVMP_CHECK_EXTENSION:
 		return kvmp_check_extension(arg);
 	case KVMP_GET_VCPU_MMAP_SIZE:
-		return arg ? -KVMP_EINVAL : KVMP_RUN_PAGES * KVMP_PAGE_SIZE;
+		return arg ? -KVMP_EINVAL : (long)(KVMP_RUN_PAGES * KVMP_PAGE_SIZE);
 	case KVMP_GET_MSR_INDEX_LIST:
 		return kvmp_get_msr_index_list(arg);
 	case KVMP_GET_SUPPORTED_CPUID:

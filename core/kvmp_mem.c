@@ -25,7 +25,7 @@ struct kvmp_slot *kvmp_find_slot(struct kvmp_vm *vm, u64 gpa)
 static bool kvmp_overlaps(struct kvmp_vm *vm, u32 id, u64 gpa, u64 size)
 {
 	struct kvmp_slot *s;
-	int i;
+	u32 i;
 
 	for (i = 0; i < KVMP_MAX_SLOTS; i++) {
 		s = vm->slots[i];

@@ -16,8 +16,9 @@ from ..cbuild import build
 
 CORE = INCLUDE_DIR.parent / "core"
 # the pure-logic sources and the headers that declare what tests call
-SOURCES = ["kvmp_decode.c", "user/kvmp_os_user.c"]
-HEADERS = ["kvmp_decode.h"]
+SOURCES = ["kvmp_decode.c", "kvmp_main.c", "kvmp_mem.c", "kvmp_x86.c", "user/kvmp_os_user.c",
+           "user/kvmp_user_backend.c"]
+HEADERS = ["kvmp_decode.h", "kvmp_core.h", "user/kvmp_user.h"]
 
 
 def _cdef() -> str:
@@ -25,9 +26,10 @@ def _cdef() -> str:
     cc = os.environ.get("CC", "cc")
     text = "".join(f'#include "{h}"\n' for h in HEADERS)
     out = subprocess.run(
-        [cc, "-E", "-D__attribute__(x)=", f"-I{INCLUDE_DIR}", f"-I{CORE}", "-x", "c", "-"],
+        [cc, "-E", "-DKVMP_CDEF", "-D__attribute__(x)=", f"-I{INCLUDE_DIR}", f"-I{CORE}", "-x",
+         "c", "-"],
         input=text, capture_output=True, text=True, check=True).stdout
-    wanted = {str(CORE / h) for h in HEADERS}
+    wanted = {str((CORE / h).resolve()) for h in HEADERS}
     keep, current = [], ""
     for line in out.splitlines():
         if line.startswith("# "):

@@ -1,0 +1,158 @@
+"""The core's slot, CPUID, MSR and argument-checking logic, driven in userspace through its
+own ioctl layers (kvmp_main.c) with a stub backend; "user pointers" are this process's."""
+
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+
+import pytest
+
+from pyhost.abi import ffi as abi_ffi
+from pyhost.abi import lib as abi
+from pyhost.kvm import CpuidEntry, cpuid_entries
+
+from .corelib import load
+
+core = load()
+ffi, lib = core.ffi, core.lib
+assert lib.kvmp_core_init() == 0
+
+
+def ptr(cdata) -> int:
+    return int(abi_ffi.cast("uintptr_t", cdata))
+
+
+@pytest.fixture
+def vm():
+    out = ffi.new("struct kvmp_vm **")
+    assert lib.kvmp_vm_create(0, out) == 0
+    yield out[0]
+    lib.kvmp_vm_put(out[0])
+    assert lib.kvmp_user_pinned == 0, "a slot's pinned pages outlived the VM"
+
+
+@pytest.fixture
+def vcpu(vm):
+    out = ffi.new("struct kvmp_vcpu **")
+    assert lib.kvmp_vcpu_create(vm, 0, out) == 0
+    yield out[0]
+    lib.kvmp_vcpu_destroy(out[0])
+
+
+def set_region(vm, slot: int, gpa: int, size: int, uaddr: int, flags: int = 0) -> int:
+    r = abi_ffi.new("struct kvmp_userspace_memory_region *", {
+        "slot": slot, "flags": flags, "guest_phys_addr": gpa, "memory_size": size,
+        "userspace_addr": uaddr})
+    return lib.kvmp_vm_ioctl(vm, abi.KVMP_SET_USER_MEMORY_REGION, ptr(r))
+
+
+def test_slot_rules_and_errnos(vm):
+    mem = abi_ffi.new("char[]", 0x30000)
+    base = (ptr(mem) + 0xFFF) & ~0xFFF
+    E = errno
+    assert set_region(vm, 0, 0, 0x10000, base) == 0
+    assert set_region(vm, 1, 0x100000, 0x1800, base) == -E.EINVAL       # size
+    assert set_region(vm, 1, 0x100800, 0x1000, base) == -E.EINVAL       # gpa
+    assert set_region(vm, 1, 0x100000, 0x1000, base + 8) == -E.EINVAL   # user address
+    assert set_region(vm, 1, 0x100000, 0x1000, base, flags=1) == -E.EINVAL  # no dirty log
+    assert set_region(vm, 40, 0x100000, 0x1000, base) == -E.EINVAL      # slot id
+    assert set_region(vm, 1, 0x8000, 0x10000, base + 0x10000) == -E.EEXIST   # overlap
+    assert set_region(vm, 1, 0x10000, 0x10000, base + 0x10000) == 0
+    assert set_region(vm, 1, 0x10000, 0x8000, base + 0x10000) == -E.EINVAL   # resize
+    assert set_region(vm, 1, 0x200000, 0x10000, base + 0x10000) == 0         # move
+    assert lib.kvmp_find_slot(vm, 0x10000) == ffi.NULL
+    assert lib.kvmp_find_slot(vm, 0x20FFFF) != ffi.NULL
+    assert set_region(vm, 1, 0, 0, 0) == 0                                   # delete
+    assert set_region(vm, 1, 0, 0, 0) == -E.EINVAL                           # again
+    assert lib.kvmp_vm_ioctl(vm, abi.KVMP_SET_USER_MEMORY_REGION, 8) == -E.EFAULT
+
+
+def test_pages_are_pinned_on_first_touch_and_released_with_the_slot(vm):
+    mem = abi_ffi.new("char[]", 0x5000)
+    base = (ptr(mem) + 0xFFF) & ~0xFFF
+    assert set_region(vm, 0, 0x40000, 0x4000, base) == 0
+    hpa = ffi.new("u64 *")
+    before_pins, before_unmapped = lib.kvmp_user_pinned, lib.kvmp_user_unmapped_bytes
+    assert lib.kvmp_gpa_to_hpa(vm, 0x41234, True, hpa) == 0
+    assert hpa[0] == base + 0x1234  # the userspace build's "physical" address
+    assert lib.kvmp_gpa_to_hpa(vm, 0x41000, True, hpa) == 0  # same page: pinned once
+    assert lib.kvmp_user_pinned == before_pins + 1
+    assert lib.kvmp_gpa_to_hpa(vm, 0x50000, True, hpa) == -errno.ENOENT  # MMIO
+    assert set_region(vm, 0, 0, 0, 0) == 0
+    assert lib.kvmp_user_pinned == before_pins
+    assert lib.kvmp_user_unmapped_bytes == before_unmapped + 0x4000
+
+
+def supported_cpuid() -> dict[int, CpuidEntry]:
+    c = abi_ffi.new("struct kvmp_cpuid2 *", {"nent": 64, "entries": 64})
+    assert lib.kvmp_system_ioctl(abi.KVMP_GET_SUPPORTED_CPUID, ptr(c)) == 0
+    return {e.function: e for e in cpuid_entries(c)}  # copies: c is freed on return
+
+
+def test_supported_cpuid_is_filtered_to_what_kvmport_provides():
+    leaves = supported_cpuid()
+    one = leaves[1]
+    assert not one.edx & (1 << 9), "local APIC advertised, but there is no APIC model"
+    assert not one.ecx & (1 << 5), "VMX advertised to the guest"
+    assert not one.ecx & (0b111 << 26), "XSAVE/OSXSAVE/AVX advertised (not switched yet)"
+    assert one.ecx & (1 << 31), "the hypervisor bit is missing"
+    host = set(next(ln for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                    if ln.startswith("flags")).split(":")[1].split())
+    for bit, flag in ((25, "sse"), (26, "sse2")):  # SSE kept exactly as the host has it
+        assert bool(one.edx & (1 << bit)) == (flag in host), flag
+    for bit, flag in ((0, "pni"), (19, "sse4_1"), (20, "sse4_2")):
+        assert bool(one.ecx & (1 << bit)) == (flag in host), flag
+    if 0x80000001 in leaves:
+        assert not leaves[0x80000001].ecx & (1 << 2), "SVM advertised to the guest"
+    too_small = abi_ffi.new("struct kvmp_cpuid2 *", {"nent": 1, "entries": 1})
+    assert lib.kvmp_system_ioctl(abi.KVMP_GET_SUPPORTED_CPUID, ptr(too_small)) == -errno.E2BIG
+
+
+def test_msr_index_list_sizing_protocol():
+    probe = abi_ffi.new("struct kvmp_msr_list *", {"nmsrs": 0})
+    assert lib.kvmp_system_ioctl(abi.KVMP_GET_MSR_INDEX_LIST, ptr(probe)) == -errno.E2BIG
+    n = probe.nmsrs
+    assert n == lib.kvmp_msr_list_len
+    full = abi_ffi.new("struct kvmp_msr_list *", {"nmsrs": n, "indices": n})
+    assert lib.kvmp_system_ioctl(abi.KVMP_GET_MSR_INDEX_LIST, ptr(full)) == 0
+    assert 0xC0000080 in list(full.indices[0:n])
+
+
+def test_argument_checks():
+    assert lib.kvmp_system_ioctl(abi.KVMP_GET_API_VERSION, 0) == 12
+    assert lib.kvmp_system_ioctl(abi.KVMP_GET_API_VERSION, 1) == -errno.EINVAL
+    assert lib.kvmp_system_ioctl(0xAEEE, 0) == -errno.EINVAL
+    assert lib.kvmp_check_extension(abi.KVMP_CAP_IRQCHIP) == 0  # honest: none in kernel
+    out = ffi.new("struct kvmp_vm **")
+    assert lib.kvmp_vm_create(1, out) == -errno.EINVAL
+
+
+def test_vcpu_msrs_cpuid_and_interrupt_checks(vm, vcpu):
+    assert lib.kvmp_vm_ioctl(vm, 0xAEEE, 0) == -errno.ENOTTY
+    assert lib.kvmp_vcpu_ioctl(vcpu, 0xAEEE, 0) == -errno.EINVAL
+    assert lib.kvmp_vcpu_ioctl(vcpu, abi.KVMP_RUN, 1) == -errno.EINVAL
+    data = ffi.new("u64 *")
+    assert lib.kvmp_get_msr(vcpu, 0x1B, data) == 0 and data[0] == 0xFEE00900  # BSP APIC base
+    assert lib.kvmp_set_msr(vcpu, 0xC0000081, 0x1234) == 0                     # backend's
+    assert lib.kvmp_get_msr(vcpu, 0xC0000081, data) == 0 and data[0] == 0x1234
+    assert lib.kvmp_get_msr(vcpu, 0xDEAD0000, data) != 0                       # not allowed
+    irq = abi_ffi.new("struct kvmp_interrupt *", {"irq": 256})
+    assert lib.kvmp_vcpu_ioctl(vcpu, abi.KVMP_INTERRUPT, ptr(irq)) == -errno.EINVAL
+    big = abi_ffi.new("struct kvmp_cpuid2 *", {"nent": 300, "entries": 300})
+    assert lib.kvmp_vcpu_ioctl(vcpu, abi.KVMP_SET_CPUID2, ptr(big)) == -errno.E2BIG
+    # a leaf with a significant index matches only its index; unset leaves read zero
+    table = abi_ffi.new("struct kvmp_cpuid2 *", {"nent": 2, "entries": 2})
+    table.entries[0].function, table.entries[0].eax = 1, 0x600
+    e = table.entries[1]
+    e.function, e.index, e.flags, e.ebx = 7, 1, abi.KVMP_CPUID_FLAG_SIGNIFCANT_INDEX, 0x55
+    assert lib.kvmp_vcpu_ioctl(vcpu, abi.KVMP_SET_CPUID2, ptr(table)) == 0
+    regs = [ffi.new("u32 *", v) for v in (7, 0, 1, 0)]
+    lib.kvmp_emulate_cpuid(vcpu, *regs)
+    assert [r[0] for r in regs] == [0, 0x55, 0, 0]
+    regs = [ffi.new("u32 *", v) for v in (7, 0, 0, 0)]
+    lib.kvmp_emulate_cpuid(vcpu, *regs)
+    assert [r[0] for r in regs] == [0, 0, 0, 0]
+    probe = abi_ffi.new("struct kvmp_cpuid2 *", {"nent": 1, "entries": 1})
+    assert lib.kvmp_vcpu_ioctl(vcpu, abi.KVMP_GET_CPUID2, ptr(probe)) == -errno.E2BIG
+    assert probe.nent == 2

@@ -158,7 +158,7 @@ class Vcpu:
             return exits.Intr()
         finally:
             self._run_thread = None
-        return self._decode_exit()
+        return self.decode_exit()
 
     def kick(self) -> None:
         """Make run() return Intr soon, from any thread; works before or during KVM_RUN."""
@@ -170,7 +170,9 @@ class Vcpu:
             except ProcessLookupError:
                 pass  # the thread left run() meanwhile; immediate_exit covers the next call
 
-    def _decode_exit(self) -> exits.Exit:
+    def decode_exit(self) -> exits.Exit:
+        """The exit the run area describes now (what run() returns; for callers that
+        issue KVM_RUN themselves, e.g. from C)."""
         run = self.kvm_run
         reason = run.exit_reason
         if reason == EXIT["EXIT_IO"]:

@@ -86,7 +86,7 @@ def test_guest_and_host_never_see_each_others_sse_registers(raw_guest, guest_sym
 
     h2 = xmm_pattern(0xE0)
     assert run_with_xmm(vcpu, h2) == h2, "the guest's XMM state leaked into the host"
-    assert isinstance(vcpu._decode_exit(), Hlt)
+    assert isinstance(vcpu.decode_exit(), Hlt)
 
     guest_own = g.vm.read(sym["pattern"], 256)
     assert g.vm.read(sym["after"], 256) == guest_own, "the host's XMM state leaked into the guest"

@@ -73,7 +73,9 @@ ROOT_INIT = """#!/bin/sh
 # kvmport VMX lab: second stage on the root disk.
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
-mount -t tmpfs tmpfs /tmp
+# /tmp stays on the root disk (a scratch copy made for this run): a tmpfs there would
+# hide the checkout when it lives under /tmp, as a CI clone may.
+mkdir -p /tmp && chmod 1777 /tmp
 mount -t tmpfs tmpfs /run
 mkdir -p /dev/pts /dev/shm && mount -t devpts devpts /dev/pts && mount -t tmpfs tmpfs /dev/shm
 hostname kvmport-vmx-lab

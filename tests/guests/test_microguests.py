@@ -148,7 +148,8 @@ def test_triple_fault_is_shutdown(raw_guest):
 def test_endless_loop_is_kicked_from_another_thread(raw_guest):
     g = raw_guest("spin_real")
     result: list[Exit] = []
-    runner = threading.Thread(target=lambda: result.append(g.vcpu.run()))
+    # a daemon: should a kick ever fail, the assertion below reports it and the session ends
+    runner = threading.Thread(target=lambda: result.append(g.vcpu.run()), daemon=True)
     runner.start()
     time.sleep(0.3)
     assert runner.is_alive(), "the endless loop stopped by itself"

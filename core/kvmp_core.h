@@ -91,6 +91,7 @@ struct kvmp_vcpu {
 	u64 apic_base;			/* MSRs the core keeps itself */
 	u64 misc_enable;
 
+	u64 xcr0;			/* the guest's XCR0 (XSETBV) */
 	int pending_irq;		/* KVM_INTERRUPT vector, or -1 */
 	bool pending_nmi;
 	struct kvmp_pio pio;
@@ -183,8 +184,13 @@ int kvmp_write_guest_virt(struct kvmp_vcpu *vcpu, const struct kvmp_sregs *s,
 /* kvmp_x86.c: CPUID and MSRs, exits completed in the core, the run loop */
 int kvmp_get_supported_cpuid(u64 uarg);
 void kvmp_build_supported_cpuid(void);
-void kvmp_emulate_cpuid(struct kvmp_vcpu *vcpu, u32 *eax, u32 *ebx, u32 *ecx,
-			u32 *edx);
+void kvmp_emulate_cpuid(struct kvmp_vcpu *vcpu, u64 guest_cr4, u32 *eax,
+			u32 *ebx, u32 *ecx, u32 *edx);
+/* XSAVE state components guests may use (x87, SSE, AVX), 0 without XSAVE */
+extern u64 kvmp_xcr0_supported;
+extern u64 kvmp_host_xcr0;
+#define KVMP_XSAVE_AREA_MAX	1024	/* legacy + header + AVX fit */
+int kvmp_set_xcr(struct kvmp_vcpu *vcpu, u32 index, u64 value);
 int kvmp_get_msr(struct kvmp_vcpu *vcpu, u32 index, u64 *data);
 int kvmp_set_msr(struct kvmp_vcpu *vcpu, u32 index, u64 data);
 extern const u32 kvmp_msr_list[];
@@ -204,6 +210,14 @@ static inline void kvmp_cpuid(u32 leaf, u32 subleaf, u32 *a, u32 *b, u32 *c,
 	asm volatile("cpuid"
 		     : "=a"(*a), "=b"(*b), "=c"(*c), "=d"(*d)
 		     : "a"(leaf), "c"(subleaf));
+}
+
+static inline u64 kvmp_xgetbv(u32 index)
+{
+	u32 lo, hi;
+
+	asm volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(index));
+	return ((u64)hi << 32) | lo;
 }
 
 static inline u64 kvmp_rdmsr(u32 index)

@@ -245,6 +245,7 @@ int kvmp_vcpu_create(struct kvmp_vm *vm, unsigned long id,
 	vcpu->vm = vm;
 	vcpu->id = id;
 	vcpu->pending_irq = -1;
+	vcpu->xcr0 = 1;			/* x87 only, as after reset */
 	r = -KVMP_ENOMEM;
 	vcpu->lock = kvmp_os_mutex_create();
 	if (!vcpu->lock)

@@ -21,6 +21,17 @@
 			 BIT(6) | BIT(8) | BIT(11) | BIT(13) | BIT(15) | \
 			 BIT(16) | BIT(17) | BIT(19) | BIT(23) | BIT(24) | \
 			 BIT(25) | BIT(26))
+/* leaf 1 ECX: XSAVE, and what needs the AVX state: FMA AVX F16C */
+#define CPUID1_ECX_XSAVE	BIT(26)
+#define CPUID1_ECX_OSXSAVE	BIT(27)
+#define CPUID1_ECX_AVX_GROUP	(BIT(12) | BIT(28) | BIT(29))
+#define CPUID7_EBX_AVX2		BIT(5)
+#define CR4_OSXSAVE		(1ULL << 18)
+/* XSAVE state components: x87, SSE, AVX (the upper halves of YMM0-15) */
+#define XFEATURE_FP		1ULL
+#define XFEATURE_SSE		2ULL
+#define XFEATURE_YMM		4ULL
+#define XSAVE_LEGACY_AND_HEADER	576U
 /* leaf 7: FSGSBASE BMI1 SMEP BMI2 ERMS RDSEED ADX SMAP CLFLUSHOPT CLWB SHA */
 #define CPUID7_EBX_KEEP	(BIT(0) | BIT(3) | BIT(7) | BIT(8) | BIT(9) | \
 			 BIT(18) | BIT(19) | BIT(20) | BIT(23) | BIT(24) | \
@@ -34,10 +45,48 @@
 
 static struct kvmp_cpuid_entry2 kvmp_supported[32];
 static u32 kvmp_supported_nent;
+u64 kvmp_xcr0_supported;
+u64 kvmp_host_xcr0;
+static u32 kvmp_ymm_end;		/* where the AVX component ends */
+
+/*
+ * The backends switch exactly these components on every entry and exit, so
+ * they are what guests may enable: the host's x87, SSE and AVX state.
+ */
+static void kvmp_probe_xsave(void)
+{
+	u32 a, b, c, d;
+
+	kvmp_xcr0_supported = 0;
+	kvmp_cpuid(1, 0, &a, &b, &c, &d);
+	if (!(c & CPUID1_ECX_OSXSAVE))	/* the host OS did not turn XSAVE on */
+		return;
+	kvmp_host_xcr0 = kvmp_xgetbv(0);
+	kvmp_xcr0_supported = kvmp_host_xcr0 &
+			      (XFEATURE_FP | XFEATURE_SSE | XFEATURE_YMM);
+	if ((kvmp_xcr0_supported & (XFEATURE_FP | XFEATURE_SSE)) !=
+	    (XFEATURE_FP | XFEATURE_SSE)) {
+		kvmp_xcr0_supported = 0;
+		return;
+	}
+	if (kvmp_xcr0_supported & XFEATURE_YMM) {
+		kvmp_cpuid(0xd, 2, &a, &b, &c, &d);	/* size, offset */
+		kvmp_ymm_end = a + b;
+		if (kvmp_ymm_end > KVMP_XSAVE_AREA_MAX || b < XSAVE_LEGACY_AND_HEADER)
+			kvmp_xcr0_supported &= ~XFEATURE_YMM;
+	}
+}
+
+/* the XSAVE area the components of xcr0 need (CPUID 0xd.0 EBX) */
+static u32 kvmp_xsave_size(u64 xcr0)
+{
+	return xcr0 & XFEATURE_YMM ? kvmp_ymm_end : XSAVE_LEGACY_AND_HEADER;
+}
 
 static void kvmp_add_leaf(u32 leaf, u32 subleaf, u32 flags)
 {
 	struct kvmp_cpuid_entry2 *e = &kvmp_supported[kvmp_supported_nent++];
+	u32 keep;
 
 	e->function = leaf;
 	e->index = subleaf;
@@ -45,19 +94,46 @@ static void kvmp_add_leaf(u32 leaf, u32 subleaf, u32 flags)
 	kvmp_cpuid(leaf, subleaf, &e->eax, &e->ebx, &e->ecx, &e->edx);
 	switch (leaf) {
 	case 0:
-		if (e->eax > 7)
+		if (e->eax > 0xd)
+			e->eax = 0xd;
+		if (!kvmp_xcr0_supported && e->eax > 7)
 			e->eax = 7;
 		break;
 	case 1:
-		e->ecx = (e->ecx & CPUID1_ECX_KEEP) | CPUID1_ECX_HYPERVISOR;
+		keep = CPUID1_ECX_KEEP;
+		if (kvmp_xcr0_supported)
+			keep |= CPUID1_ECX_XSAVE;
+		if (kvmp_xcr0_supported & XFEATURE_YMM)
+			keep |= CPUID1_ECX_AVX_GROUP;
+		/* OSXSAVE follows the guest's CR4 (kvmp_emulate_cpuid) */
+		e->ecx = (e->ecx & keep) | CPUID1_ECX_HYPERVISOR;
 		e->edx &= CPUID1_EDX_KEEP;
 		e->ebx &= 0x0000ffffU;	/* no logical-CPU count, APIC ID 0 */
 		break;
 	case 7:
+		keep = CPUID7_EBX_KEEP;
+		if (kvmp_xcr0_supported & XFEATURE_YMM)
+			keep |= CPUID7_EBX_AVX2;
 		e->eax = 0;
-		e->ebx &= CPUID7_EBX_KEEP;
+		e->ebx &= keep;
 		e->ecx = 0;
 		e->edx = 0;
+		break;
+	case 0xd:
+		if (subleaf == 0) {
+			e->eax = (u32)kvmp_xcr0_supported;
+			e->edx = 0;
+			e->ebx = kvmp_xsave_size(kvmp_xcr0_supported);
+			e->ecx = e->ebx;
+		} else if (subleaf == 1) {
+			e->eax &= BIT(0);	/* XSAVEOPT; not XSAVEC/XSAVES */
+			e->ebx = 0;
+			e->ecx = 0;
+			e->edx = 0;
+		} else {	/* the AVX component: size and offset as they are */
+			e->ecx = 0;
+			e->edx = 0;
+		}
 		break;
 	case 0x80000000:
 		if (e->eax > 0x80000008)
@@ -86,11 +162,18 @@ void kvmp_build_supported_cpuid(void)
 	u32 max, max_ext, a, b, c, d, leaf;
 
 	kvmp_supported_nent = 0;
+	kvmp_probe_xsave();
 	kvmp_cpuid(0, 0, &max, &b, &c, &d);
 	kvmp_add_leaf(0, 0, 0);
 	kvmp_add_leaf(1, 0, 0);
 	if (max >= 7)
 		kvmp_add_leaf(7, 0, KVMP_CPUID_FLAG_SIGNIFCANT_INDEX);
+	if (kvmp_xcr0_supported) {
+		kvmp_add_leaf(0xd, 0, KVMP_CPUID_FLAG_SIGNIFCANT_INDEX);
+		kvmp_add_leaf(0xd, 1, KVMP_CPUID_FLAG_SIGNIFCANT_INDEX);
+		if (kvmp_xcr0_supported & XFEATURE_YMM)
+			kvmp_add_leaf(0xd, 2, KVMP_CPUID_FLAG_SIGNIFCANT_INDEX);
+	}
 	kvmp_cpuid(0x80000000, 0, &max_ext, &a, &c, &d);
 	kvmp_add_leaf(0x80000000, 0, 0);
 	for (leaf = 0x80000001; leaf <= max_ext && leaf <= 0x80000008; leaf++)
@@ -116,14 +199,12 @@ int kvmp_get_supported_cpuid(u64 uarg)
 	return 0;
 }
 
-/* The table the VMM set; a leaf it did not set reads as zeros (AMD's rule). */
-void kvmp_emulate_cpuid(struct kvmp_vcpu *vcpu, u32 *eax, u32 *ebx, u32 *ecx,
-			u32 *edx)
+static struct kvmp_cpuid_entry2 *kvmp_find_cpuid(struct kvmp_vcpu *vcpu,
+						  u32 leaf, u32 subleaf)
 {
-	u32 leaf = *eax, subleaf = *ecx, i;
 	struct kvmp_cpuid_entry2 *e;
+	u32 i;
 
-	*eax = *ebx = *ecx = *edx = 0;
 	for (i = 0; i < vcpu->cpuid_nent; i++) {
 		e = &vcpu->cpuid[i];
 		if (e->function != leaf)
@@ -131,12 +212,55 @@ void kvmp_emulate_cpuid(struct kvmp_vcpu *vcpu, u32 *eax, u32 *ebx, u32 *ecx,
 		if ((e->flags & KVMP_CPUID_FLAG_SIGNIFCANT_INDEX) &&
 		    e->index != subleaf)
 			continue;
-		*eax = e->eax;
-		*ebx = e->ebx;
-		*ecx = e->ecx;
-		*edx = e->edx;
-		return;
+		return e;
 	}
+	return NULL;
+}
+
+/*
+ * The table the VMM set; a leaf it did not set reads as zeros (AMD's rule).
+ * Two fields follow the guest's own state, as on hardware and in Linux KVM:
+ * OSXSAVE mirrors CR4.OSXSAVE and 0xd.0 EBX is the size its XCR0 needs.
+ */
+void kvmp_emulate_cpuid(struct kvmp_vcpu *vcpu, u64 guest_cr4, u32 *eax,
+			u32 *ebx, u32 *ecx, u32 *edx)
+{
+	u32 leaf = *eax, subleaf = *ecx;
+	struct kvmp_cpuid_entry2 *e = kvmp_find_cpuid(vcpu, leaf, subleaf);
+
+	*eax = *ebx = *ecx = *edx = 0;
+	if (!e)
+		return;
+	*eax = e->eax;
+	*ebx = e->ebx;
+	*ecx = e->ecx;
+	*edx = e->edx;
+	if (leaf == 1 && kvmp_xcr0_supported) {
+		*ecx &= ~CPUID1_ECX_OSXSAVE;
+		if (guest_cr4 & CR4_OSXSAVE)
+			*ecx |= CPUID1_ECX_OSXSAVE;
+	}
+	if (leaf == 0xd && subleaf == 0 && kvmp_xcr0_supported)
+		*ebx = kvmp_xsave_size(vcpu->xcr0);
+}
+
+/*
+ * XSETBV: XCR0 may hold what the host switches and the VMM's CPUID 0xd.0
+ * offers; x87 always; AVX only with SSE.  Non-zero means #GP for the guest.
+ */
+int kvmp_set_xcr(struct kvmp_vcpu *vcpu, u32 index, u64 value)
+{
+	struct kvmp_cpuid_entry2 *e = kvmp_find_cpuid(vcpu, 0xd, 0);
+	u64 allowed = XFEATURE_FP;
+
+	if (e)
+		allowed |= (((u64)e->edx << 32) | e->eax) & kvmp_xcr0_supported;
+	if (index != 0 || !(value & XFEATURE_FP) || (value & ~allowed))
+		return -1;
+	if ((value & XFEATURE_YMM) && !(value & XFEATURE_SSE))
+		return -1;
+	vcpu->xcr0 = value;
+	return 0;
 }
 
 /* --- MSRs ----------------------------------------------------------------- */

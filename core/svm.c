@@ -164,6 +164,7 @@ _Static_assert(__builtin_offsetof(struct vmcb, save.g_pat) == 0x668, "vmcb");
 #define MSR_VM_CR		0xc0010114
 #define MSR_VM_HSAVE_PA		0xc0010117
 #define EFER_SVME		(1ULL << 12)
+#define CR4_OSXSAVE		(1ULL << 18)
 #define EFER_GUEST_BITS		((1ULL << 0) | (1ULL << 8) | (1ULL << 10) | (1ULL << 11))
 #define VM_CR_SVMDIS		(1ULL << 4)
 
@@ -209,8 +210,17 @@ struct svm_enter {
 	u64 host_vmcb_pa;
 };
 
+/* XSAVE_BV in the XSAVE header: which components the area holds */
+#define XSAVE_HEADER_BV		512
+#define XFEATURES_FP_SSE	3ULL
+
 struct svm_vcpu {
-	u8 fxsave[512];			/* guest FPU/SSE state, 16-byte aligned */
+	/*
+	 * Guest x87/SSE/AVX state: an XSAVE area (64-byte aligned: the page
+	 * starts here) or, on a host without XSAVE, an FXSAVE image -- the
+	 * first 512 bytes are the same layout either way.
+	 */
+	u8 fpu[KVMP_XSAVE_AREA_MAX];
 	struct svm_enter enter;
 	struct vmcb *vmcb;
 	u32 asid;
@@ -219,6 +229,8 @@ struct svm_vcpu {
 };
 
 _Static_assert(sizeof(struct svm_vcpu) <= KVMP_PAGE_SIZE, "svm_vcpu fits a page");
+_Static_assert(__builtin_offsetof(struct svm_vcpu, fpu) == 0,
+	       "the XSAVE area is 64-byte aligned");
 
 static struct svm_vcpu *to_svm(struct kvmp_vcpu *vcpu)
 {
@@ -484,10 +496,10 @@ static void svm_reset(struct kvmp_vcpu *vcpu)
 	svm->enter.gprs[KVMP_RDX] = 0x600;	/* the reset signature */
 
 	/* FCW 0x37f, MXCSR 0x1f80: FNINIT and the SSE reset value */
-	svm->fxsave[0] = 0x7f;
-	svm->fxsave[1] = 0x03;
-	svm->fxsave[24] = 0x80;
-	svm->fxsave[25] = 0x1f;
+	svm->fpu[0] = 0x7f;
+	svm->fpu[1] = 0x03;
+	svm->fpu[24] = 0x80;
+	svm->fpu[25] = 0x1f;
 }
 
 static int svm_vcpu_create(struct kvmp_vcpu *vcpu)
@@ -643,28 +655,45 @@ static int svm_set_sregs(struct kvmp_vcpu *vcpu, const struct kvmp_sregs *s)
 	return 0;
 }
 
-/* struct kvmp_fpu is the FXSAVE image rearranged */
+static u64 *svm_xsave_bv(struct svm_vcpu *svm)
+{
+	return (u64 *)(svm->fpu + XSAVE_HEADER_BV);
+}
+
+/*
+ * struct kvmp_fpu is the FXSAVE image rearranged.  In an XSAVE area a
+ * component whose XSAVE_BV bit is clear is in its reset state, whatever the
+ * bytes say (MXCSR is always valid).
+ */
 static void svm_get_fpu(struct kvmp_vcpu *vcpu, struct kvmp_fpu *f)
 {
-	const u8 *x = to_svm(vcpu)->fxsave;
+	struct svm_vcpu *svm = to_svm(vcpu);
+	const u8 *x = svm->fpu;
+	u64 bv = kvmp_xcr0_supported ? *svm_xsave_bv(svm) : XFEATURES_FP_SSE;
 	int i;
 
 	kvmp_os_memset(f, 0, sizeof(*f));
-	kvmp_os_memcpy(&f->fcw, x + 0, 2);
-	kvmp_os_memcpy(&f->fsw, x + 2, 2);
-	f->ftwx = x[4];
-	kvmp_os_memcpy(&f->last_opcode, x + 6, 2);
-	kvmp_os_memcpy(&f->last_ip, x + 8, 8);
-	kvmp_os_memcpy(&f->last_dp, x + 16, 8);
 	kvmp_os_memcpy(&f->mxcsr, x + 24, 4);
-	for (i = 0; i < 8; i++)
-		kvmp_os_memcpy(f->fpr[i], x + 32 + 16 * i, 16);
-	kvmp_os_memcpy(f->xmm, x + 160, sizeof(f->xmm));
+	if (!(bv & 1)) {
+		f->fcw = 0x37f;
+	} else {
+		kvmp_os_memcpy(&f->fcw, x + 0, 2);
+		kvmp_os_memcpy(&f->fsw, x + 2, 2);
+		f->ftwx = x[4];
+		kvmp_os_memcpy(&f->last_opcode, x + 6, 2);
+		kvmp_os_memcpy(&f->last_ip, x + 8, 8);
+		kvmp_os_memcpy(&f->last_dp, x + 16, 8);
+		for (i = 0; i < 8; i++)
+			kvmp_os_memcpy(f->fpr[i], x + 32 + 16 * i, 16);
+	}
+	if (bv & 2)
+		kvmp_os_memcpy(f->xmm, x + 160, sizeof(f->xmm));
 }
 
 static void svm_set_fpu(struct kvmp_vcpu *vcpu, const struct kvmp_fpu *f)
 {
-	u8 *x = to_svm(vcpu)->fxsave;
+	struct svm_vcpu *svm = to_svm(vcpu);
+	u8 *x = svm->fpu;
 	int i;
 
 	kvmp_os_memcpy(x + 0, &f->fcw, 2);
@@ -677,6 +706,8 @@ static void svm_set_fpu(struct kvmp_vcpu *vcpu, const struct kvmp_fpu *f)
 	for (i = 0; i < 8; i++)
 		kvmp_os_memcpy(x + 32 + 16 * i, f->fpr[i], 16);
 	kvmp_os_memcpy(x + 160, f->xmm, sizeof(f->xmm));
+	if (kvmp_xcr0_supported)	/* load what was written, keep AVX */
+		*svm_xsave_bv(svm) |= XFEATURES_FP_SSE;
 }
 
 static bool is_canonical(u64 a)
@@ -945,6 +976,55 @@ static int svm_handle_exit(struct kvmp_vcpu *vcpu)
 	return KVMP_TO_USER;
 }
 
+static void svm_xsetbv(u64 xcr0)
+{
+	asm volatile("xsetbv" : : "c"(0), "a"((u32)xcr0), "d"((u32)(xcr0 >> 32))
+		     : "memory");
+}
+
+/*
+ * The host's FPU registers are saved (kvmp_os_fpu_begin); load the guest's.
+ * XRSTOR under the host's XCR0 with every component guests may use, then the
+ * guest's XCR0, which VMRUN does not switch.  Interrupts are off.
+ */
+static void svm_load_guest_fpu(struct kvmp_vcpu *vcpu)
+{
+	struct svm_vcpu *svm = to_svm(vcpu);
+	u64 rfbm = kvmp_xcr0_supported;
+
+	if (!rfbm) {
+		asm volatile("fxrstor64 %0" : : "m"(svm->fpu));
+		return;
+	}
+	asm volatile("xrstor64 %0" : : "m"(svm->fpu), "a"((u32)rfbm),
+		     "d"((u32)(rfbm >> 32)));
+	if (vcpu->xcr0 != kvmp_host_xcr0)
+		svm_xsetbv(vcpu->xcr0);
+}
+
+static void svm_save_guest_fpu(struct kvmp_vcpu *vcpu)
+{
+	struct svm_vcpu *svm = to_svm(vcpu);
+	u64 rfbm = kvmp_xcr0_supported, xcr0;
+
+	if (!rfbm) {
+		asm volatile("fxsave64 %0" : "=m"(svm->fpu));
+		return;
+	}
+	/*
+	 * XSETBV is intercepted, so XCR0 is still what we loaded -- unless an
+	 * emulated CPU ignored the intercept (seen under QEMU TCG): then the
+	 * guest changed it and the new value is the guest's.
+	 */
+	xcr0 = kvmp_xgetbv(0);
+	if (xcr0 != vcpu->xcr0)
+		vcpu->xcr0 = xcr0;
+	if (xcr0 != kvmp_host_xcr0)
+		svm_xsetbv(kvmp_host_xcr0);
+	asm volatile("xsave64 %0" : "=m"(svm->fpu) : "a"((u32)rfbm),
+		     "d"((u32)(rfbm >> 32)) : "memory");
+}
+
 static int svm_run(struct kvmp_vcpu *vcpu)
 {
 	struct svm_vcpu *svm = to_svm(vcpu);
@@ -959,7 +1039,7 @@ static int svm_run(struct kvmp_vcpu *vcpu)
 	c = &svm_cpus[cpu];
 	svm_prepare_asid(vcpu, c, cpu);
 	svm->enter.host_vmcb_pa = c->host_vmcb_pa;
-	asm volatile("fxrstor64 %0" : : "m"(svm->fxsave));
+	svm_load_guest_fpu(vcpu);
 
 	asm volatile("clgi" ::: "memory");
 	kvmp_os_irq_enable();	/* GIF=0 holds them until VMRUN sets it */
@@ -967,7 +1047,7 @@ static int svm_run(struct kvmp_vcpu *vcpu)
 	kvmp_os_irq_disable();
 	asm volatile("stgi" ::: "memory");
 
-	asm volatile("fxsave64 %0" : "=m"(svm->fxsave));
+	svm_save_guest_fpu(vcpu);
 	kvmp_os_irq_enable();
 	kvmp_os_fpu_end();
 
@@ -1002,7 +1082,7 @@ static int svm_exit_cpuid(struct kvmp_vcpu *vcpu)
 	u64 *g = svm->enter.gprs;
 	u32 a = svm->vmcb->save.rax, b, c = g[KVMP_RCX], d;
 
-	kvmp_emulate_cpuid(vcpu, &a, &b, &c, &d);
+	kvmp_emulate_cpuid(vcpu, svm->vmcb->save.cr4, &a, &b, &c, &d);
 	svm->vmcb->save.rax = a;
 	g[KVMP_RBX] = b;
 	g[KVMP_RCX] = c;
@@ -1027,6 +1107,24 @@ static int svm_exit_invd(struct kvmp_vcpu *vcpu)
 static int svm_exit_ud(struct kvmp_vcpu *vcpu)
 {
 	svm_inject_exception(vcpu, 6, false, 0);
+	return KVMP_REENTER;
+}
+
+/* XSETBV (0f 01 d1): the core checks the value; XCR0 is loaded at entry */
+static int svm_exit_xsetbv(struct kvmp_vcpu *vcpu)
+{
+	struct svm_vcpu *svm = to_svm(vcpu);
+	u64 *g = svm->enter.gprs;
+	u64 value = (g[KVMP_RDX] << 32) | (u32)svm->vmcb->save.rax;
+
+	if (!(svm->vmcb->save.cr4 & CR4_OSXSAVE))
+		return svm_exit_ud(vcpu);
+	if (svm->vmcb->save.cpl ||
+	    kvmp_set_xcr(vcpu, (u32)g[KVMP_RCX], value)) {
+		svm_inject_exception(vcpu, 13, true, 0);
+		return KVMP_REENTER;
+	}
+	svm_skip(vcpu, 3);
 	return KVMP_REENTER;
 }
 
@@ -1135,7 +1233,7 @@ static const svm_exit_handler svm_exit_handlers[SVM_EXIT_NPF + 1] = {
 	[SVM_EXIT_MONITOR]	= svm_exit_ud,
 	[SVM_EXIT_MWAIT]	= svm_exit_ud,
 	[SVM_EXIT_MWAIT_COND]	= svm_exit_ud,
-	[SVM_EXIT_XSETBV]	= svm_exit_ud,
+	[SVM_EXIT_XSETBV]	= svm_exit_xsetbv,
 	[SVM_EXIT_NPF]		= svm_exit_npf,
 };
 

@@ -45,8 +45,11 @@ def run_lab(
         ko = build_kext(k.headers, quiet=True)
         extra_env["KVMPORT_KO"] = str(ko)
         log(f"built {ko.relative_to(REPO)} for {k.abi}")
+    extra_env["KVMPORT_LAB_VMLINUZ"] = str(k.vmlinuz)  # Debian's own kernel, for boot tests
     if cpu == "svm":
-        from lab.svm import run_svm
+        from lab.svm import qemu_version, run_svm
+
+        extra_env["KVMPORT_LAB_QEMU"] = qemu_version()
 
         out, rd = run_svm(
             k,

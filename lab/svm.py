@@ -32,7 +32,14 @@ from lab.runner import (
 )
 
 VIRTME_NG = "virtme-ng==1.42"
-QEMU_CPU = "qemu64,+svm,+npt"
+QEMU_CPU = "qemu64,+svm,+npt,+xsave,+xsaveopt,+avx,+avx2,+f16c,+fma"
+
+
+def qemu_version() -> str:
+    """The host QEMU's version ("7.2.22"): tests mark what its emulated SVM gets wrong."""
+    out = subprocess.run(["qemu-system-x86_64", "--version"], capture_output=True, text=True,
+                         check=True).stdout
+    return out.split("version", 1)[1].split()[0]
 
 
 def virtme_ng_bin() -> Path:

@@ -84,10 +84,19 @@ def test_pages_are_pinned_on_first_touch_and_released_with_the_slot(vm):
     assert lib.kvmp_user_unmapped_bytes == before_unmapped + 0x4000
 
 
-def supported_cpuid() -> dict[int, CpuidEntry]:
+def supported_cpuid_list() -> list[CpuidEntry]:
     c = abi_ffi.new("struct kvmp_cpuid2 *", {"nent": 64, "entries": 64})
     assert lib.kvmp_system_ioctl(abi.KVMP_GET_SUPPORTED_CPUID, ptr(c)) == 0
-    return {e.function: e for e in cpuid_entries(c)}  # copies: c is freed on return
+    return cpuid_entries(c)  # copies: c is freed on return
+
+
+def supported_cpuid() -> dict[int, CpuidEntry]:
+    return {e.function: e for e in supported_cpuid_list() if e.index == 0}
+
+
+def host_flags() -> set[str]:
+    return set(next(ln for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                    if ln.startswith("flags")).split(":")[1].split())
 
 
 def test_supported_cpuid_is_filtered_to_what_kvmport_provides():
@@ -95,10 +104,14 @@ def test_supported_cpuid_is_filtered_to_what_kvmport_provides():
     one = leaves[1]
     assert not one.edx & (1 << 9), "local APIC advertised, but there is no APIC model"
     assert not one.ecx & (1 << 5), "VMX advertised to the guest"
-    assert not one.ecx & (0b111 << 26), "XSAVE/OSXSAVE/AVX advertised (not switched yet)"
+    assert not one.ecx & (1 << 27), "OSXSAVE is the guest's CR4, not a supported feature"
     assert one.ecx & (1 << 31), "the hypervisor bit is missing"
-    host = set(next(ln for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                    if ln.startswith("flags")).split(":")[1].split())
+    host = host_flags()
+    # the state the backends switch (x87, SSE, AVX) is offered exactly as the host has it
+    for bit, flag in ((26, "xsave"), (28, "avx"), (12, "fma"), (29, "f16c")):
+        assert bool(one.ecx & (1 << bit)) == (flag in host), flag
+    assert bool(leaves[7].ebx & (1 << 5)) == ("avx2" in host), "avx2"
+    assert not leaves[7].ebx & (1 << 16), "AVX-512 advertised: its state is not switched"
     for bit, flag in ((25, "sse"), (26, "sse2")):  # SSE kept exactly as the host has it
         assert bool(one.edx & (1 << bit)) == (flag in host), flag
     for bit, flag in ((0, "pni"), (19, "sse4_1"), (20, "sse4_2")):
@@ -107,6 +120,39 @@ def test_supported_cpuid_is_filtered_to_what_kvmport_provides():
         assert not leaves[0x80000001].ecx & (1 << 2), "SVM advertised to the guest"
     too_small = abi_ffi.new("struct kvmp_cpuid2 *", {"nent": 1, "entries": 1})
     assert lib.kvmp_system_ioctl(abi.KVMP_GET_SUPPORTED_CPUID, ptr(too_small)) == -errno.E2BIG
+
+
+def test_xsave_leaf_and_xsetbv_rules(vm, vcpu):
+    """CPUID 0xd offers x87|SSE|AVX; XSETBV takes only what the VMM's 0xd.0 offers."""
+    if "xsave" not in host_flags():
+        assert 0xD not in supported_cpuid()
+        return
+    xd = {e.index: e for e in supported_cpuid_list() if e.function == 0xD}
+    want = 0b111 if "avx" in host_flags() else 0b11
+    assert xd[0].eax == want and xd[0].edx == 0
+    assert xd[0].ecx == xd[0].ebx == (832 if want == 0b111 else 576)
+    assert not xd[1].eax & ~1, "only XSAVEOPT of the 0xd.1 extensions"
+    table = abi_ffi.new("struct kvmp_cpuid2 *", {"nent": 2, "entries": 2})
+    table.entries[0] = {"function": 1, "ecx": 1 << 26}
+    table.entries[1] = {"function": 0xD, "index": 0, "flags": abi.KVMP_CPUID_FLAG_SIGNIFCANT_INDEX,
+                        "eax": 0b111}
+    assert lib.kvmp_vcpu_ioctl(vcpu, abi.KVMP_SET_CPUID2, ptr(table)) == 0
+
+    def cpuid(leaf: int, cr4: int) -> list[int]:
+        regs = [ffi.new("u32 *", v) for v in (leaf, 0, 0, 0)]
+        lib.kvmp_emulate_cpuid(vcpu, cr4, *regs)
+        return [r[0] for r in regs]
+
+    assert cpuid(1, 0)[2] == 1 << 26 and cpuid(1, 1 << 18)[2] == 0b11 << 26  # OSXSAVE = CR4
+    assert cpuid(0xD, 0)[1] == 576                                          # XCR0 is x87
+    for index, value in ((1, 0b11), (0, 0b10), (0, 0b101), (0, 0b1000 | 0b11)):
+        assert lib.kvmp_set_xcr(vcpu, index, value) != 0, (index, value)
+    assert lib.kvmp_set_xcr(vcpu, 0, 0b11) == 0 and cpuid(0xD, 0)[1] == 576
+    if want == 0b111:
+        assert lib.kvmp_set_xcr(vcpu, 0, 0b111) == 0 and cpuid(0xD, 0)[1] == 832
+    table.entries[1].eax = 0b11  # the VMM withholds AVX: XSETBV must refuse it
+    assert lib.kvmp_vcpu_ioctl(vcpu, abi.KVMP_SET_CPUID2, ptr(table)) == 0
+    assert lib.kvmp_set_xcr(vcpu, 0, 0b111) != 0
 
 
 def test_msr_index_list_sizing_protocol():
@@ -148,10 +194,10 @@ def test_vcpu_msrs_cpuid_and_interrupt_checks(vm, vcpu):
     e.function, e.index, e.flags, e.ebx = 7, 1, abi.KVMP_CPUID_FLAG_SIGNIFCANT_INDEX, 0x55
     assert lib.kvmp_vcpu_ioctl(vcpu, abi.KVMP_SET_CPUID2, ptr(table)) == 0
     regs = [ffi.new("u32 *", v) for v in (7, 0, 1, 0)]
-    lib.kvmp_emulate_cpuid(vcpu, *regs)
+    lib.kvmp_emulate_cpuid(vcpu, 0, *regs)
     assert [r[0] for r in regs] == [0, 0x55, 0, 0]
     regs = [ffi.new("u32 *", v) for v in (7, 0, 0, 0)]
-    lib.kvmp_emulate_cpuid(vcpu, *regs)
+    lib.kvmp_emulate_cpuid(vcpu, 0, *regs)
     assert [r[0] for r in regs] == [0, 0, 0, 0]
     probe = abi_ffi.new("struct kvmp_cpuid2 *", {"nent": 1, "entries": 1})
     assert lib.kvmp_vcpu_ioctl(vcpu, abi.KVMP_GET_CPUID2, ptr(probe)) == -errno.E2BIG

@@ -1,0 +1,30 @@
+"""Known faults of the devices and emulators the tests run on, each with its evidence.
+
+A test marks a quirk with a strict xfail only where it is known to happen, so the mark
+fails the run as soon as the fault is gone.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+LAB = os.environ.get("KVMPORT_LAB", "")  # "svm" or "vmx" inside `invoke lab`
+_qemu = os.environ.get("KVMPORT_LAB_QEMU", "0.0")
+LAB_QEMU = tuple(int(x) for x in _qemu.split(".")[:2] if x.isdigit())
+
+# The host machine's /dev/kvm is kvm_pvm, which emulates guest code: it implements
+# IRET only in real mode and does not hand KVM_SET_FPU state to the guest.
+HOST_PVM = Path("/sys/module/kvm_pvm").exists()
+
+# QEMU's emulated SVM checks the XSETBV intercept only since 8.2 (commit "target/i386:
+# check intercept for XSETBV", Oct 2023).  Before that a nested guest's XSETBV writes
+# XCR0 directly: Linux's kvm_amd then puts its own idea of the guest's XCR0 back at
+# the next entry (the guest's AVX faults with #UD), and no hypervisor can refuse a value.
+QEMU_IGNORES_XSETBV_INTERCEPT = LAB == "svm" and LAB_QEMU < (8, 2)
+
+# Linux KVM's KVM_SET_FPU writes only the legacy FXSAVE area of the guest's XSAVE
+# buffer and leaves XSTATE_BV alone, so on an XSAVE CPU a fresh VCPU XRSTORs its x87/SSE
+# reset state over what KVM_SET_FPU set (seen with kvm_amd 6.1 in the SVM lab; the
+# maintainers call the ioctl obsolete).  kvmport marks those components present.
+LINUX_SET_FPU_LOST_ON_XSAVE = LAB == "svm"

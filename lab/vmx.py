@@ -14,9 +14,13 @@ The console is COM1, written by Bochs to a file that the host follows.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
+import threading
+import time
+import tty
 from pathlib import Path
 
 from lab.common import (
@@ -448,6 +452,7 @@ def run_vmx(
             )
         except OSError as exc:
             raise LabError(f"cannot start bochs: {exc}") from exc
+        drain_screen(rd.path / "bochs.stdout", proc)
         out = watch_console(
             file_lines(serial, lambda: proc.poll() is None),
             rd,
@@ -459,6 +464,61 @@ def run_vmx(
     for big in (boot, root, rd.path / "initrd.gz", *rd.path.glob("*.img.lock")):
         big.unlink(missing_ok=True)  # hundreds of MiB a run; rebuilt every run anyway
     return out, rd
+
+
+def drain_screen(bochs_stdout: Path, proc: subprocess.Popen[bytes]) -> threading.Thread:
+    """Read and discard what Bochs's term display writes, in a daemon thread.
+
+    With no terminal, the term display opens a pty of its own ("Bochs connected to
+    screen /dev/pts/N") and writes the VGA screen there, cursor updates every second
+    included. Nobody reads it: after some minutes the pty's buffer is full, Bochs blocks
+    in write() and the whole machine stops -- the VMX lab "hang" at the third micro-guest
+    test (2026-11-23; strace showed bochs-bin in write(5, "\\e[?25h", 4)).
+    """
+
+    def find_pty() -> str | None:
+        # the master's fdinfo names the pty; bochs.stdout is block-buffered, so its
+        # "connected to screen" line may come much later
+        fd_dir = Path(f"/proc/{proc.pid}/fd")
+        for link in fd_dir.iterdir() if fd_dir.exists() else ():
+            try:
+                if os.readlink(link) != "/dev/ptmx":
+                    continue
+                info = (fd_dir.parent / "fdinfo" / link.name).read_text()
+            except OSError:
+                continue
+            m = re.search(r"^tty-index:\s*(\d+)", info, re.M)
+            if m:
+                return f"/dev/pts/{m.group(1)}"
+        m = re.search(r'connected to screen "?(/dev/pts/\d+)',
+                      bochs_stdout.read_text(errors="replace"))
+        return m.group(1) if m else None
+
+    def run() -> None:
+        deadline = time.monotonic() + 600
+        pts = None
+        while pts is None and proc.poll() is None and time.monotonic() < deadline:
+            pts = find_pty()
+            if pts is None:
+                time.sleep(0.2)
+        if pts is None:
+            return
+        try:
+            fd = os.open(pts, os.O_RDONLY | os.O_NOCTTY)
+        except OSError:
+            return
+        try:
+            tty.setraw(fd)  # no line discipline: every byte is readable at once
+            while os.read(fd, 65536):
+                pass
+        except OSError:
+            pass  # Bochs closed the pty: it has exited
+        finally:
+            os.close(fd)
+
+    t = threading.Thread(target=run, name="bochs-screen", daemon=True)
+    t.start()
+    return t
 
 
 def _stop(proc: subprocess.Popen[bytes], finished: bool) -> None:

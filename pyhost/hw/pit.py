@@ -3,8 +3,9 @@ port B: channel 2's gate and output, the speaker enable).
 
 Counters count from the host's monotonic clock at 1.193182 MHz, so a guest that
 calibrates its TSC against the PIT measures real time. Channel 0 drives IRQ 0: in mode
-2/3 (periodic) and mode 0 (one-shot) the `PitTimer` thread raises it when the count
-runs out; ticks the guest could not take in time coalesce (a PIC IRR bit holds one).
+2/3 (periodic), mode 0 (one-shot) and mode 4 (software strobe: Linux's one-shot clock
+event, used with NO_HZ) the `PitTimer` thread raises it when the count runs out; ticks
+the guest could not take in time coalesce (a PIC IRR bit holds one).
 Channel 2's gate is bit 0 of port 0x61 and its output reads as bit 5 there.
 """
 
@@ -84,8 +85,11 @@ class Channel:
         if self.mode in (2, 3, 6, 7):
             k = (after - self.load_time) * PIT_HZ // period + 1
             return self.load_time + -(-k * period // PIT_HZ)
-        if self.mode == 0:
-            t = self.load_time + -(-period // PIT_HZ)
+        if self.mode in (0, 4):
+            # mode 0: OUT rises at terminal count; mode 4: it drops for one clock
+            # there and rises again, and the 8259 takes the rising edge
+            ticks = period if self.mode == 0 else period + NS
+            t = self.load_time + -(-ticks // PIT_HZ)
             return t if t > after else None
         return None
 

@@ -1,4 +1,4 @@
-"""i8254 PIT with a fake clock: counting, latch, read-back, modes 0/2/3, channel 2 gate
+"""i8254 PIT with a fake clock: counting, latch, read-back, modes 0/2/3/4, channel 2 gate
 and output through port 0x61, and the IRQ0 deadlines the timer thread follows."""
 
 from __future__ import annotations
@@ -66,6 +66,28 @@ def test_mode0_one_shot_output_and_deadline():
     assert pit.next_irq0(due) is None  # one shot
     clock.advance_ticks(101)
     assert pit.channels[0].output()
+
+
+def test_mode4_strobe_is_a_one_shot_irq0():
+    """Linux's i8253 clock event in one-shot mode writes 0x38 (mode 4), then LSB, MSB."""
+    clock = FakeClock()
+    pit = Pit(clock)
+    pit.io_write(0x43, 1, 0x38)
+    assert pit.next_irq0(None) is None  # no count yet
+    pit.io_write(0x40, 1, 100)
+    t0 = clock.ns
+    pit.io_write(0x40, 1, 0)
+    due = pit.next_irq0(None)
+    # OUT drops for one clock at terminal count; the IRQ is its rising edge, one tick later
+    assert due is not None and abs(due - (t0 + 101 * NS // PIT_HZ)) <= 1
+    assert pit.next_irq0(due) is None  # one shot until the next count
+    clock.advance_ticks(100)
+    assert not pit.channels[0].output()
+    clock.advance_ticks(1)
+    assert pit.channels[0].output()
+    pit.io_write(0x40, 1, 50)  # a new count re-arms it
+    pit.io_write(0x40, 1, 0)
+    assert pit.next_irq0(due) is not None
 
 
 def test_mode3_periodic_deadlines():

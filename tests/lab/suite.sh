@@ -4,6 +4,10 @@
 # a backend for the CPU (SVM), against /dev/kvmport too; the differential test; then
 # the module's own load/unload tests (dmesg and leak checks, as_kvm=1) with it unloaded.
 status=0
+# A soft lockup (docs/driver.md, "Open bug") fails the run at once, with every CPU's
+# backtrace on the console, instead of hanging until the lab's timeout.
+echo 1 > /proc/sys/kernel/softlockup_all_cpu_backtrace || exit 1
+echo 1 > /proc/sys/kernel/softlockup_panic || exit 1
 devices="--device /dev/kvm"
 ignore="--ignore=tests/lab/test_kext.py --ignore=tests/lab/test_as_kvm.py"
 if [ "$KVMPORT_LAB" = svm ]; then

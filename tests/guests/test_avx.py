@@ -12,51 +12,13 @@ from pathlib import Path
 import pytest
 
 from pyhost import Hlt, IoOut
-from pyhost.abi import lib
 from pyhost.kvm import Cap
 from pyhost.x86.modes import trapped_exception
 
-from ..cbuild import build
 from ..quirks import LAB, QEMU_IGNORES_XSETBV_INTERCEPT
+from .hostregs import VectorRun
 
-HOST_RUN = r"""
-#include <stdint.h>
-/* load YMM0-15 from in, KVM_RUN on fd by a raw syscall, store YMM0-15 to out */
-static long run_with_ymm(int fd, unsigned long kvm_run, const uint8_t *in, uint8_t *out)
-{
-    long ret;
-    register long rdi asm("rdi") = fd;
-    register unsigned long rsi asm("rsi") = kvm_run;
-    register long rdx asm("rdx") = 0;
-    asm volatile(
-        "vmovdqu 0(%[in]), %%ymm0\n\t"    "vmovdqu 32(%[in]), %%ymm1\n\t"
-        "vmovdqu 64(%[in]), %%ymm2\n\t"   "vmovdqu 96(%[in]), %%ymm3\n\t"
-        "vmovdqu 128(%[in]), %%ymm4\n\t"  "vmovdqu 160(%[in]), %%ymm5\n\t"
-        "vmovdqu 192(%[in]), %%ymm6\n\t"  "vmovdqu 224(%[in]), %%ymm7\n\t"
-        "vmovdqu 256(%[in]), %%ymm8\n\t"  "vmovdqu 288(%[in]), %%ymm9\n\t"
-        "vmovdqu 320(%[in]), %%ymm10\n\t" "vmovdqu 352(%[in]), %%ymm11\n\t"
-        "vmovdqu 384(%[in]), %%ymm12\n\t" "vmovdqu 416(%[in]), %%ymm13\n\t"
-        "vmovdqu 448(%[in]), %%ymm14\n\t" "vmovdqu 480(%[in]), %%ymm15\n\t"
-        "mov $16, %%eax\n\t"              /* SYS_ioctl */
-        "syscall\n\t"
-        "vmovdqu %%ymm0, 0(%[out])\n\t"    "vmovdqu %%ymm1, 32(%[out])\n\t"
-        "vmovdqu %%ymm2, 64(%[out])\n\t"   "vmovdqu %%ymm3, 96(%[out])\n\t"
-        "vmovdqu %%ymm4, 128(%[out])\n\t"  "vmovdqu %%ymm5, 160(%[out])\n\t"
-        "vmovdqu %%ymm6, 192(%[out])\n\t"  "vmovdqu %%ymm7, 224(%[out])\n\t"
-        "vmovdqu %%ymm8, 256(%[out])\n\t"  "vmovdqu %%ymm9, 288(%[out])\n\t"
-        "vmovdqu %%ymm10, 320(%[out])\n\t" "vmovdqu %%ymm11, 352(%[out])\n\t"
-        "vmovdqu %%ymm12, 384(%[out])\n\t" "vmovdqu %%ymm13, 416(%[out])\n\t"
-        "vmovdqu %%ymm14, 448(%[out])\n\t" "vmovdqu %%ymm15, 480(%[out])\n\t"
-        "vzeroupper\n\t"
-        : "=&a"(ret)
-        : [in] "r"(in), [out] "r"(out), "r"(rdi), "r"(rsi), "r"(rdx)
-        : "rcx", "r11", "memory", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6",
-          "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15");
-    return ret;
-}
-"""
-host = build("avx_host", "long run_with_ymm(int, unsigned long, const uint8_t *, uint8_t *);",
-             HOST_RUN)
+_ymm = VectorRun("ymm")
 
 CPUID1_XSAVE, CPUID1_OSXSAVE, CPUID1_AVX = 1 << 26, 1 << 27, 1 << 28
 
@@ -71,10 +33,7 @@ def ymm_pattern(base: int) -> bytes:
 
 
 def run_with_ymm(vcpu, pattern: bytes) -> bytes:
-    out = host.ffi.new("uint8_t[512]")
-    ret = host.lib.run_with_ymm(vcpu.fd, lib.KVMP_RUN, pattern, out)
-    assert ret == 0, f"KVM_RUN failed: {ret}"
-    return bytes(out)
+    return _ymm.run(vcpu, pattern)
 
 
 @pytest.fixture

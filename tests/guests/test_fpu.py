@@ -9,56 +9,16 @@ from __future__ import annotations
 import pytest
 
 from pyhost import Hlt
-from pyhost.abi import lib
 from pyhost.kvm import Cap
 
-from ..cbuild import build
 from ..quirks import HOST_PVM, LINUX_SET_FPU_LOST_ON_XSAVE
+from .hostregs import VectorRun
 
-HOST_RUN = r"""
-#include <stdint.h>
-/* load XMM0-15 from in, KVM_RUN on fd by a raw syscall, store XMM0-15 to out */
-static long run_with_xmm(int fd, unsigned long kvm_run, const uint8_t *in, uint8_t *out)
-{
-    long ret;
-    register long rdi asm("rdi") = fd;
-    register unsigned long rsi asm("rsi") = kvm_run;
-    register long rdx asm("rdx") = 0;
-    asm volatile(
-        "movdqu 0(%[in]), %%xmm0\n\t"   "movdqu 16(%[in]), %%xmm1\n\t"
-        "movdqu 32(%[in]), %%xmm2\n\t"  "movdqu 48(%[in]), %%xmm3\n\t"
-        "movdqu 64(%[in]), %%xmm4\n\t"  "movdqu 80(%[in]), %%xmm5\n\t"
-        "movdqu 96(%[in]), %%xmm6\n\t"  "movdqu 112(%[in]), %%xmm7\n\t"
-        "movdqu 128(%[in]), %%xmm8\n\t" "movdqu 144(%[in]), %%xmm9\n\t"
-        "movdqu 160(%[in]), %%xmm10\n\t" "movdqu 176(%[in]), %%xmm11\n\t"
-        "movdqu 192(%[in]), %%xmm12\n\t" "movdqu 208(%[in]), %%xmm13\n\t"
-        "movdqu 224(%[in]), %%xmm14\n\t" "movdqu 240(%[in]), %%xmm15\n\t"
-        "mov $16, %%eax\n\t"            /* SYS_ioctl */
-        "syscall\n\t"
-        "movdqu %%xmm0, 0(%[out])\n\t"   "movdqu %%xmm1, 16(%[out])\n\t"
-        "movdqu %%xmm2, 32(%[out])\n\t"  "movdqu %%xmm3, 48(%[out])\n\t"
-        "movdqu %%xmm4, 64(%[out])\n\t"  "movdqu %%xmm5, 80(%[out])\n\t"
-        "movdqu %%xmm6, 96(%[out])\n\t"  "movdqu %%xmm7, 112(%[out])\n\t"
-        "movdqu %%xmm8, 128(%[out])\n\t" "movdqu %%xmm9, 144(%[out])\n\t"
-        "movdqu %%xmm10, 160(%[out])\n\t" "movdqu %%xmm11, 176(%[out])\n\t"
-        "movdqu %%xmm12, 192(%[out])\n\t" "movdqu %%xmm13, 208(%[out])\n\t"
-        "movdqu %%xmm14, 224(%[out])\n\t" "movdqu %%xmm15, 240(%[out])\n\t"
-        : "=&a"(ret)
-        : [in] "r"(in), [out] "r"(out), "r"(rdi), "r"(rsi), "r"(rdx)
-        : "rcx", "r11", "memory", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6",
-          "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15");
-    return ret;
-}
-"""
-host = build("fpu_host", "long run_with_xmm(int, unsigned long, const uint8_t *, uint8_t *);",
-             HOST_RUN)
+_xmm = VectorRun("xmm")
 
 
 def run_with_xmm(vcpu, pattern: bytes) -> bytes:
-    out = host.ffi.new("uint8_t[256]")
-    ret = host.lib.run_with_xmm(vcpu.fd, lib.KVMP_RUN, pattern, out)
-    assert ret == 0, f"KVM_RUN failed: {ret}"
-    return bytes(out)
+    return _xmm.run(vcpu, pattern)
 
 
 def xmm_pattern(base: int) -> bytes:

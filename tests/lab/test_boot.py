@@ -72,6 +72,15 @@ class Boot:
             self.seen.setdefault(what, time.monotonic() - self.started)
         return True
 
+    def self_check(self, timeout: float) -> tuple[int, str, str]:
+        """Wait for the banner, answer the init's input prompt, and run to the end."""
+        assert self.wait_for(BANNER, timeout), f"no banner; console:\n{self.text}"
+        if self.wait_for(PROMPT, timeout):
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(b"hello-serial\n")
+            self.proc.stdin.flush()
+        return self.finish(timeout)
+
     def close_input(self) -> None:
         if self.proc.stdin is not None and not self.proc.stdin.closed:
             self.proc.stdin.close()
@@ -94,12 +103,7 @@ class Boot:
 
 def test_bootfd_self_check_passes(device):
     boot = Boot(device)
-    assert boot.wait_for(BANNER, TIMEOUT), f"no banner; console:\n{boot.text}"
-    if boot.wait_for(PROMPT, TIMEOUT):
-        assert boot.proc.stdin is not None
-        boot.proc.stdin.write(b"hello-serial\n")
-        boot.proc.stdin.flush()
-    status, out, err = boot.finish(TIMEOUT)
+    status, out, err = boot.self_check(TIMEOUT)
     print(f"{device}: banner after {boot.seen.get(BANNER, -1):.1f} s, "
           f"total {time.monotonic() - boot.started:.1f} s\n{err}")
     assert "self-check PASS" in out, f"console:\n{out}\nstderr:\n{err}"

@@ -31,6 +31,7 @@ enum {
 #define KVMP_CR0_PG	(1ULL << 31)
 #define KVMP_CR4_PSE	(1ULL << 4)
 #define KVMP_CR4_PAE	(1ULL << 5)
+#define KVMP_CR4_OSXSAVE (1ULL << 18)
 #define KVMP_EFER_LME	(1ULL << 8)
 #define KVMP_EFER_LMA	(1ULL << 10)
 #define KVMP_EFLAGS_IF	(1ULL << 9)
@@ -186,6 +187,10 @@ int kvmp_get_supported_cpuid(u64 uarg);
 void kvmp_build_supported_cpuid(void);
 void kvmp_emulate_cpuid(struct kvmp_vcpu *vcpu, u64 guest_cr4, u32 *eax,
 			u32 *ebx, u32 *ecx, u32 *edx);
+/* XSAVE state components: x87, SSE, AVX (the upper halves of YMM0-15) */
+#define KVMP_XFEATURE_FP	1ULL
+#define KVMP_XFEATURE_SSE	2ULL
+#define KVMP_XFEATURE_YMM	4ULL
 /* XSAVE state components guests may use (x87, SSE, AVX), 0 without XSAVE */
 extern u64 kvmp_xcr0_supported;
 extern u64 kvmp_host_xcr0;

@@ -26,11 +26,6 @@
 #define CPUID1_ECX_OSXSAVE	BIT(27)
 #define CPUID1_ECX_AVX_GROUP	(BIT(12) | BIT(28) | BIT(29))
 #define CPUID7_EBX_AVX2		BIT(5)
-#define CR4_OSXSAVE		(1ULL << 18)
-/* XSAVE state components: x87, SSE, AVX (the upper halves of YMM0-15) */
-#define XFEATURE_FP		1ULL
-#define XFEATURE_SSE		2ULL
-#define XFEATURE_YMM		4ULL
 #define XSAVE_LEGACY_AND_HEADER	576U
 /* leaf 7: FSGSBASE BMI1 SMEP BMI2 ERMS RDSEED ADX SMAP CLFLUSHOPT CLWB SHA */
 #define CPUID7_EBX_KEEP	(BIT(0) | BIT(3) | BIT(7) | BIT(8) | BIT(9) | \
@@ -63,24 +58,25 @@ static void kvmp_probe_xsave(void)
 		return;
 	kvmp_host_xcr0 = kvmp_xgetbv(0);
 	kvmp_xcr0_supported = kvmp_host_xcr0 &
-			      (XFEATURE_FP | XFEATURE_SSE | XFEATURE_YMM);
-	if ((kvmp_xcr0_supported & (XFEATURE_FP | XFEATURE_SSE)) !=
-	    (XFEATURE_FP | XFEATURE_SSE)) {
+			      (KVMP_XFEATURE_FP | KVMP_XFEATURE_SSE |
+			       KVMP_XFEATURE_YMM);
+	if ((kvmp_xcr0_supported & (KVMP_XFEATURE_FP | KVMP_XFEATURE_SSE)) !=
+	    (KVMP_XFEATURE_FP | KVMP_XFEATURE_SSE)) {
 		kvmp_xcr0_supported = 0;
 		return;
 	}
-	if (kvmp_xcr0_supported & XFEATURE_YMM) {
+	if (kvmp_xcr0_supported & KVMP_XFEATURE_YMM) {
 		kvmp_cpuid(0xd, 2, &a, &b, &c, &d);	/* size, offset */
 		kvmp_ymm_end = a + b;
 		if (kvmp_ymm_end > KVMP_XSAVE_AREA_MAX || b < XSAVE_LEGACY_AND_HEADER)
-			kvmp_xcr0_supported &= ~XFEATURE_YMM;
+			kvmp_xcr0_supported &= ~KVMP_XFEATURE_YMM;
 	}
 }
 
 /* the XSAVE area the components of xcr0 need (CPUID 0xd.0 EBX) */
 static u32 kvmp_xsave_size(u64 xcr0)
 {
-	return xcr0 & XFEATURE_YMM ? kvmp_ymm_end : XSAVE_LEGACY_AND_HEADER;
+	return xcr0 & KVMP_XFEATURE_YMM ? kvmp_ymm_end : XSAVE_LEGACY_AND_HEADER;
 }
 
 static void kvmp_add_leaf(u32 leaf, u32 subleaf, u32 flags)
@@ -103,7 +99,7 @@ static void kvmp_add_leaf(u32 leaf, u32 subleaf, u32 flags)
 		keep = CPUID1_ECX_KEEP;
 		if (kvmp_xcr0_supported)
 			keep |= CPUID1_ECX_XSAVE;
-		if (kvmp_xcr0_supported & XFEATURE_YMM)
+		if (kvmp_xcr0_supported & KVMP_XFEATURE_YMM)
 			keep |= CPUID1_ECX_AVX_GROUP;
 		/* OSXSAVE follows the guest's CR4 (kvmp_emulate_cpuid) */
 		e->ecx = (e->ecx & keep) | CPUID1_ECX_HYPERVISOR;
@@ -112,7 +108,7 @@ static void kvmp_add_leaf(u32 leaf, u32 subleaf, u32 flags)
 		break;
 	case 7:
 		keep = CPUID7_EBX_KEEP;
-		if (kvmp_xcr0_supported & XFEATURE_YMM)
+		if (kvmp_xcr0_supported & KVMP_XFEATURE_YMM)
 			keep |= CPUID7_EBX_AVX2;
 		e->eax = 0;
 		e->ebx &= keep;
@@ -171,7 +167,7 @@ void kvmp_build_supported_cpuid(void)
 	if (kvmp_xcr0_supported) {
 		kvmp_add_leaf(0xd, 0, KVMP_CPUID_FLAG_SIGNIFCANT_INDEX);
 		kvmp_add_leaf(0xd, 1, KVMP_CPUID_FLAG_SIGNIFCANT_INDEX);
-		if (kvmp_xcr0_supported & XFEATURE_YMM)
+		if (kvmp_xcr0_supported & KVMP_XFEATURE_YMM)
 			kvmp_add_leaf(0xd, 2, KVMP_CPUID_FLAG_SIGNIFCANT_INDEX);
 	}
 	kvmp_cpuid(0x80000000, 0, &max_ext, &a, &c, &d);
@@ -237,7 +233,7 @@ void kvmp_emulate_cpuid(struct kvmp_vcpu *vcpu, u64 guest_cr4, u32 *eax,
 	*edx = e->edx;
 	if (leaf == 1 && kvmp_xcr0_supported) {
 		*ecx &= ~CPUID1_ECX_OSXSAVE;
-		if (guest_cr4 & CR4_OSXSAVE)
+		if (guest_cr4 & KVMP_CR4_OSXSAVE)
 			*ecx |= CPUID1_ECX_OSXSAVE;
 	}
 	if (leaf == 0xd && subleaf == 0 && kvmp_xcr0_supported)
@@ -251,13 +247,13 @@ void kvmp_emulate_cpuid(struct kvmp_vcpu *vcpu, u64 guest_cr4, u32 *eax,
 int kvmp_set_xcr(struct kvmp_vcpu *vcpu, u32 index, u64 value)
 {
 	struct kvmp_cpuid_entry2 *e = kvmp_find_cpuid(vcpu, 0xd, 0);
-	u64 allowed = XFEATURE_FP;
+	u64 allowed = KVMP_XFEATURE_FP;
 
 	if (e)
 		allowed |= (((u64)e->edx << 32) | e->eax) & kvmp_xcr0_supported;
-	if (index != 0 || !(value & XFEATURE_FP) || (value & ~allowed))
+	if (index != 0 || !(value & KVMP_XFEATURE_FP) || (value & ~allowed))
 		return -1;
-	if ((value & XFEATURE_YMM) && !(value & XFEATURE_SSE))
+	if ((value & KVMP_XFEATURE_YMM) && !(value & KVMP_XFEATURE_SSE))
 		return -1;
 	vcpu->xcr0 = value;
 	return 0;

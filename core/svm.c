@@ -164,7 +164,6 @@ _Static_assert(__builtin_offsetof(struct vmcb, save.g_pat) == 0x668, "vmcb");
 #define MSR_VM_CR		0xc0010114
 #define MSR_VM_HSAVE_PA		0xc0010117
 #define EFER_SVME		(1ULL << 12)
-#define CR4_OSXSAVE		(1ULL << 18)
 #define EFER_GUEST_BITS		((1ULL << 0) | (1ULL << 8) | (1ULL << 10) | (1ULL << 11))
 #define VM_CR_SVMDIS		(1ULL << 4)
 
@@ -212,7 +211,7 @@ struct svm_enter {
 
 /* XSAVE_BV in the XSAVE header: which components the area holds */
 #define XSAVE_HEADER_BV		512
-#define XFEATURES_FP_SSE	3ULL
+#define XFEATURES_FP_SSE	(KVMP_XFEATURE_FP | KVMP_XFEATURE_SSE)
 
 struct svm_vcpu {
 	/*
@@ -674,7 +673,7 @@ static void svm_get_fpu(struct kvmp_vcpu *vcpu, struct kvmp_fpu *f)
 
 	kvmp_os_memset(f, 0, sizeof(*f));
 	kvmp_os_memcpy(&f->mxcsr, x + 24, 4);
-	if (!(bv & 1)) {
+	if (!(bv & KVMP_XFEATURE_FP)) {
 		f->fcw = 0x37f;
 	} else {
 		kvmp_os_memcpy(&f->fcw, x + 0, 2);
@@ -686,7 +685,7 @@ static void svm_get_fpu(struct kvmp_vcpu *vcpu, struct kvmp_fpu *f)
 		for (i = 0; i < 8; i++)
 			kvmp_os_memcpy(f->fpr[i], x + 32 + 16 * i, 16);
 	}
-	if (bv & 2)
+	if (bv & KVMP_XFEATURE_SSE)
 		kvmp_os_memcpy(f->xmm, x + 160, sizeof(f->xmm));
 }
 
@@ -1017,8 +1016,7 @@ static void svm_save_guest_fpu(struct kvmp_vcpu *vcpu)
 	 * guest changed it and the new value is the guest's.
 	 */
 	xcr0 = kvmp_xgetbv(0);
-	if (xcr0 != vcpu->xcr0)
-		vcpu->xcr0 = xcr0;
+	vcpu->xcr0 = xcr0;
 	if (xcr0 != kvmp_host_xcr0)
 		svm_xsetbv(kvmp_host_xcr0);
 	asm volatile("xsave64 %0" : "=m"(svm->fpu) : "a"((u32)rfbm),
@@ -1117,7 +1115,7 @@ static int svm_exit_xsetbv(struct kvmp_vcpu *vcpu)
 	u64 *g = svm->enter.gprs;
 	u64 value = (g[KVMP_RDX] << 32) | (u32)svm->vmcb->save.rax;
 
-	if (!(svm->vmcb->save.cr4 & CR4_OSXSAVE))
+	if (!(svm->vmcb->save.cr4 & KVMP_CR4_OSXSAVE))
 		return svm_exit_ud(vcpu);
 	if (svm->vmcb->save.cpl ||
 	    kvmp_set_xcr(vcpu, (u32)g[KVMP_RCX], value)) {

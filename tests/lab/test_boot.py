@@ -74,7 +74,9 @@ class Boot:
 
     def self_check(self, timeout: float) -> tuple[int, str, str]:
         """Wait for the banner, answer the init's input prompt, and run to the end."""
-        assert self.wait_for(BANNER, timeout), f"no banner; console:\n{self.text}"
+        if not self.wait_for(BANNER, timeout):
+            status, out, err = self.finish(timeout)
+            pytest.fail(f"no banner (exit status {status}); console:\n{out}\nstderr:\n{err}")
         if self.wait_for(PROMPT, timeout):
             assert self.proc.stdin is not None
             self.proc.stdin.write(b"hello-serial\n")

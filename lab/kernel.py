@@ -6,7 +6,15 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab.common import LabError, cache_dir, candidate_versions, extract_debs, run
+from lab.common import (
+    TOOLS_COMMON,
+    LabError,
+    cache_dir,
+    candidate_versions,
+    ensure_packages,
+    extract_debs,
+    run,
+)
 
 META_PACKAGE = "linux-image-amd64"
 
@@ -88,6 +96,7 @@ class LabKernel:
 
 def lab_kernel(abi: str | None = None) -> LabKernel:
     """Download and extract (once, cached by version) the lab kernel and its headers."""
+    ensure_packages(TOOLS_COMMON)  # depmod (kmod) and the module build tools come first
     abi = abi or resolve_abi()
     image_pkg = f"linux-image-{abi}"
     hdr_pkgs = _header_packages(abi)

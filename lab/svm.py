@@ -37,8 +37,9 @@ QEMU_CPU = "qemu64,+svm,+npt,+xsave,+xsaveopt,+avx,+avx2,+f16c,+fma"
 
 def qemu_version() -> str:
     """The host QEMU's version ("7.2.22"): tests mark what its emulated SVM gets wrong."""
-    out = subprocess.run(["qemu-system-x86_64", "--version"], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        ["qemu-system-x86_64", "--version"], capture_output=True, text=True, check=True
+    ).stdout
     return out.split("version", 1)[1].split()[0]
 
 
@@ -51,6 +52,11 @@ def virtme_ng_bin() -> Path:
         run([sys.executable, "-m", "venv", venv], capture=True)
         run([venv / "bin" / "pip", "install", "-q", VIRTME_NG], capture=True)
     return vng.parent
+
+
+# More QEMU options for experiments, e.g. "-accel tcg,thread=single" (one host thread
+# for all vCPUs instead of multi-threaded TCG).
+EXTRA_QEMU_OPTS = os.environ.get("KVMPORT_LAB_QEMU_OPTS", "")
 
 
 def run_svm(
@@ -90,7 +96,7 @@ def run_svm(
         str(kernel.vmlinuz),
         "--disable-kvm",  # the host has no usable KVM for QEMU: TCG
         "--force-9p",  # virtiofsd cannot start here; skip its retries
-        f"--qemu-opts=-cpu {QEMU_CPU}",
+        f"--qemu-opts=-cpu {QEMU_CPU} {EXTRA_QEMU_OPTS}".rstrip(),
         f"--rwdir={REPO / 'build'}",
         "--cwd",
         str(REPO),

@@ -490,8 +490,9 @@ def drain_screen(bochs_stdout: Path, proc: subprocess.Popen[bytes]) -> threading
             m = re.search(r"^tty-index:\s*(\d+)", info, re.M)
             if m:
                 return f"/dev/pts/{m.group(1)}"
-        m = re.search(r'connected to screen "?(/dev/pts/\d+)',
-                      bochs_stdout.read_text(errors="replace"))
+        m = re.search(
+            r'connected to screen "?(/dev/pts/\d+)', bochs_stdout.read_text(errors="replace")
+        )
         return m.group(1) if m else None
 
     def run() -> None:

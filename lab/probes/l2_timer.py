@@ -6,6 +6,7 @@ the main thread wakes every 50 ms, and prints how often it woke, the longest gap
 kvm's debugfs exit counters over the run. On hardware the main thread keeps waking and
 irq_exits grows; under Bochs 2.7 neither happens (docs/lab.md).
 """
+
 from __future__ import annotations
 
 import os
@@ -45,6 +46,9 @@ with Kvm("/dev/kvm") as kvm:
         ticks.append(time.monotonic() - t0)
     gaps = [b - a for a, b in zip([0.0, *ticks[:-1]], ticks, strict=True)]
     after = {k: stat(k) for k in before}
-    print(f"loop of {N}: {out} after {time.monotonic() - t0:.2f} s; main thread woke "
-          f"{len(ticks)} times, max gap {max(gaps or [0]):.2f} s; "
-          f"kvm stats delta { {k: after[k] - before[k] for k in before} }", flush=True)
+    print(
+        f"loop of {N}: {out} after {time.monotonic() - t0:.2f} s; main thread woke "
+        f"{len(ticks)} times, max gap {max(gaps or [0]):.2f} s; "
+        f"kvm stats delta { {k: after[k] - before[k] for k in before} }",
+        flush=True,
+    )

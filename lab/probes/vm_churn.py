@@ -29,6 +29,7 @@ from pyhost.raw import load_raw
 ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
 DEVICES = (sys.argv[2] if len(sys.argv) > 2 else "/dev/kvmport").split(",")
 THREADS = int(sys.argv[3]) if len(sys.argv) > 3 else 1
+STALL = 60  # seconds without a finished round before the watchdog reports a hang
 
 # real mode: spin 20000 times, write 3 bytes to port 0x80, halt
 GUEST = bytes.fromhex(
@@ -99,7 +100,6 @@ def watchdog() -> None:
             os._exit(3)
 
 
-STALL = 60
 t0 = time.monotonic()
 workers = [threading.Thread(target=churn, args=(t,)) for t in range(THREADS)]
 for w in workers:

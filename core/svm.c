@@ -101,6 +101,7 @@ _Static_assert(__builtin_offsetof(struct vmcb, save.g_pat) == 0x668, "vmcb");
 #define ICPT3_NMI		(1U << 1)
 #define ICPT3_VINTR		(1U << 4)
 #define ICPT3_CPUID		(1U << 18)
+#define ICPT3_IRET		(1U << 20)
 #define ICPT3_INVD		(1U << 22)
 #define ICPT3_HLT		(1U << 24)
 #define ICPT3_IOIO		(1U << 27)
@@ -141,6 +142,7 @@ _Static_assert(__builtin_offsetof(struct vmcb, save.g_pat) == 0x668, "vmcb");
 #define SVM_EXIT_SMI		0x062
 #define SVM_EXIT_VINTR		0x064
 #define SVM_EXIT_CPUID		0x072
+#define SVM_EXIT_IRET		0x074
 #define SVM_EXIT_INVD		0x076
 #define SVM_EXIT_HLT		0x078
 #define SVM_EXIT_IOIO		0x07b
@@ -225,6 +227,7 @@ struct svm_vcpu {
 	u32 asid;
 	u32 asid_generation;
 	int asid_cpu;
+	int virq;		/* the interrupt V_IRQ carries this entry, or -1 */
 };
 
 _Static_assert(sizeof(struct svm_vcpu) <= KVMP_PAGE_SIZE, "svm_vcpu fits a page");
@@ -515,6 +518,7 @@ static int svm_vcpu_create(struct kvmp_vcpu *vcpu)
 		return -KVMP_ENOMEM;
 	}
 	svm->asid_cpu = -1;
+	svm->virq = -1;
 	vcpu->arch = svm;
 	svm_reset(vcpu);
 	return 0;
@@ -820,36 +824,70 @@ static void svm_inject_exception(struct kvmp_vcpu *vcpu, u8 vector,
 		   (has_error ? EVENT_ERROR_VALID : 0), error);
 }
 
-static void svm_irq_window(struct vmcb *vmcb, bool on)
+/* V_IRQ, as a window (VINTR exits when it could be taken) or carrying an interrupt */
+static void svm_virq(struct vmcb *vmcb, bool on, bool window, u8 vector)
 {
-	if (on) {	/* a virtual interrupt that exits as soon as it could be taken */
-		vmcb->control.int_ctl |= V_IRQ | (0xf << V_INTR_PRIO_SHIFT) |
-					 V_IGN_TPR;
-		vmcb->control.intercepts[3] |= ICPT3_VINTR;
-	} else {
-		vmcb->control.int_ctl &= ~(V_IRQ | (0xf << V_INTR_PRIO_SHIFT) |
-					   V_IGN_TPR);
-		vmcb->control.intercepts[3] &= ~ICPT3_VINTR;
+	u32 bits = V_IRQ | (0xf << V_INTR_PRIO_SHIFT) | V_IGN_TPR;
+
+	vmcb->control.int_ctl &= ~bits;
+	vmcb->control.intercepts[3] &= ~ICPT3_VINTR;
+	if (on) {
+		vmcb->control.int_ctl |= bits;
+		vmcb->control.int_vector = vector;
+		if (window)
+			vmcb->control.intercepts[3] |= ICPT3_VINTR;
 	}
 }
 
+static void svm_irq_window(struct vmcb *vmcb, bool on)
+{
+	svm_virq(vmcb, on, true, 0);
+}
+
+/*
+ * External interrupts ride on V_IRQ, which the CPU takes as soon as IF and
+ * the interrupt shadow allow, not on EVENTINJ: QEMU's emulated VMRUN leaves
+ * an EVENTINJ interrupt's vector behind as a pending exception and may
+ * deliver it a second time, with IF clear (docs/driver.md, "Open bug").
+ * When the VMM also wants a window, the handler's IRET exits to arm it.
+ */
 static void svm_inject_pending(struct kvmp_vcpu *vcpu)
 {
-	struct vmcb *vmcb = to_svm(vcpu)->vmcb;
+	struct svm_vcpu *svm = to_svm(vcpu);
+	struct vmcb *vmcb = svm->vmcb;
 	bool wanted = vcpu->run->request_interrupt_window;
 
+	svm_irq_window(vmcb, false);
+	vmcb->control.intercepts[3] &= ~ICPT3_IRET;
 	if (vmcb->control.event_inj & EVENT_VALID) {
 		/* an interrupted delivery goes first; the window waits */
 	} else if (vcpu->pending_nmi) {
 		svm_inject(vmcb, EVENT_TYPE_NMI | 2, 0);
 		vcpu->pending_nmi = false;
 	} else if (vcpu->pending_irq >= 0 && svm_interrupt_allowed(vcpu)) {
-		svm_inject(vmcb, EVENT_TYPE_INTR | vcpu->pending_irq, 0);
+		svm_virq(vmcb, true, false, vcpu->pending_irq);
+		svm->virq = vcpu->pending_irq;
 		vcpu->pending_irq = -1;
+		if (wanted)
+			vmcb->control.intercepts[3] |= ICPT3_IRET;
+		return;
 	} else if (vcpu->pending_irq >= 0) {
 		wanted = true;
 	}
 	svm_irq_window(vmcb, wanted && !svm_interrupt_allowed(vcpu));
+}
+
+/* after #VMEXIT: an interrupt V_IRQ still holds was not taken; queue it again */
+static void svm_complete_virq(struct kvmp_vcpu *vcpu)
+{
+	struct svm_vcpu *svm = to_svm(vcpu);
+
+	if (svm->virq < 0)
+		return;
+	if (svm->vmcb->control.int_ctl & V_IRQ)
+		vcpu->pending_irq = svm->virq;
+	svm_virq(svm->vmcb, false, false, 0);
+	svm->virq = -1;
 }
 
 /* --- entering the guest -------------------------------------------------------- */
@@ -959,6 +997,7 @@ static int svm_handle_exit(struct kvmp_vcpu *vcpu)
 	u64 code = ctl->exit_code;
 	u32 info = (u32)ctl->exit_int_info;
 
+	svm_complete_virq(vcpu);
 	if (code == SVM_EXIT_INVALID) {
 		run->exit_reason = KVMP_EXIT_FAIL_ENTRY;
 		run->fail_entry.hardware_entry_failure_reason = code;
@@ -966,8 +1005,16 @@ static int svm_handle_exit(struct kvmp_vcpu *vcpu)
 		return KVMP_TO_USER;
 	}
 	/* an event whose delivery the exit interrupted is delivered again */
-	if ((info & EVENT_VALID) && (info & EVENT_TYPE_MASK) != EVENT_TYPE_SOFT)
-		ctl->event_inj = ctl->exit_int_info;
+	if (info & EVENT_VALID) {
+		u32 type = info & EVENT_TYPE_MASK, vector = info & 0xff;
+
+		/* an "exception" above 31 is an interrupt (QEMU reports V_IRQ so) */
+		if (type == EVENT_TYPE_INTR ||
+		    (type == EVENT_TYPE_EXCEPTION && vector > 31))
+			vcpu->pending_irq = vector;
+		else if (type != EVENT_TYPE_SOFT)
+			ctl->event_inj = ctl->exit_int_info;
+	}
 	if (code <= SVM_EXIT_NPF && svm_exit_handlers[code])
 		return svm_exit_handlers[code](vcpu);
 	kvmp_internal_error(vcpu, KVMP_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON,
@@ -1066,6 +1113,13 @@ static void svm_skip(struct kvmp_vcpu *vcpu, unsigned int len)
 static int svm_exit_reenter(struct kvmp_vcpu *vcpu)
 {
 	return KVMP_REENTER;	/* a host interrupt or NMI: the host took it */
+}
+
+/* the handler of an interrupt V_IRQ carried returns: now a window can be armed */
+static int svm_exit_iret(struct kvmp_vcpu *vcpu)
+{
+	to_svm(vcpu)->vmcb->control.intercepts[3] &= ~ICPT3_IRET;
+	return KVMP_REENTER;
 }
 
 static int svm_exit_vintr(struct kvmp_vcpu *vcpu)
@@ -1214,6 +1268,7 @@ static const svm_exit_handler svm_exit_handlers[SVM_EXIT_NPF + 1] = {
 	[SVM_EXIT_INTR]		= svm_exit_reenter,
 	[SVM_EXIT_NMI]		= svm_exit_reenter,
 	[SVM_EXIT_SMI]		= svm_exit_reenter,
+	[SVM_EXIT_IRET]		= svm_exit_iret,
 	[SVM_EXIT_VINTR]	= svm_exit_vintr,
 	[SVM_EXIT_CPUID]	= svm_exit_cpuid,
 	[SVM_EXIT_INVD]		= svm_exit_invd,

@@ -124,6 +124,7 @@ def cmd_boot(args: argparse.Namespace) -> int:
     from .boot import BootError
     from .hw.console import Console
     from .machine import (
+        EXIT_INTERRUPTED,
         Machine,
         apply_layout,
         boot_spec,
@@ -164,7 +165,7 @@ def cmd_boot(args: argparse.Namespace) -> int:
         print(f"pyhost: {outcome.message}", file=sys.stderr)
         if outcome.registers:
             print(f"pyhost: registers: {outcome.registers}", file=sys.stderr)
-        if args.verbose:
+        if args.verbose or outcome.status == EXIT_INTERRUPTED:
             print(f"pyhost: {machine.summary()}", file=sys.stderr)
         return outcome.status
 
@@ -208,7 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "menu.lst), or --kernel with --initrd, on one VCPU with an 8250 UART "
                     "(COM1, the console here; Ctrl-A x quits on a terminal), 8259 PICs, 8254 "
                     "PIT, CMOS/RTC and i8042. Exit status: 0 when the guest powers off or "
-                    "resets, 3 on a triple fault, 1 on anything else.",
+                    "resets, 3 on a triple fault, 130 when interrupted (Ctrl-C or SIGINT: the "
+                    "registers, interrupt controllers and exit counts are printed), 1 on "
+                    "anything else.",
     )
     boot.add_argument("image", metavar="IMAGE", nargs="?", help="FAT12/16 boot disk image")
     boot.add_argument("-m", "--mem", type=parse_size, default=64 << 20,

@@ -260,7 +260,7 @@ class Stats:
     ended: float = 0.0
 
 
-EXIT_OK, EXIT_ERROR, EXIT_GUEST_FAULT = 0, 1, 3
+EXIT_OK, EXIT_ERROR, EXIT_GUEST_FAULT, EXIT_INTERRUPTED = 0, 1, 3, 130
 
 
 class Machine:
@@ -386,7 +386,7 @@ class Machine:
         return (f"rip={r.rip:#x} rsp={r.rsp:#x} rflags={r.rflags:#x} rax={r.rax:#x} "
                 f"rbx={r.rbx:#x} rcx={r.rcx:#x} rdx={r.rdx:#x} rsi={r.rsi:#x} rdi={r.rdi:#x} "
                 f"cr0={s.cr0:#x} cr2={s.cr2:#x} cr3={s.cr3:#x} cr4={s.cr4:#x} "
-                f"efer={s.efer:#x} cs={s.cs.selector:#x}")
+                f"efer={s.efer:#x} cs={s.cs.selector:#x}; {self.pic.describe()}")
 
     def run(self) -> Outcome:
         """Run the guest until it powers off, resets, faults or the user quits."""
@@ -399,6 +399,8 @@ class Machine:
             self.console.start()
         try:
             return self._loop()
+        except KeyboardInterrupt:  # Ctrl-C or SIGINT: say where the guest was
+            return Outcome(EXIT_INTERRUPTED, "interrupted", self.registers())
         finally:
             self.stats.ended = time.monotonic()
             self.timer.stop()

@@ -232,6 +232,11 @@ class PicPair:
         """INTA cycle: the vector the CPU takes."""
         return self.master.acknowledge()
 
+    def describe(self) -> str:
+        """Each chip's IRR, ISR and IMR: a stuck ISR bit explains a guest that never ticks."""
+        return " ".join(f"pic-{c.name} irr={c.irr:#04x} isr={c.isr:#04x} imr={c.imr:#04x}"
+                        for c in (self.master, self.slave))
+
     def io_read(self, port: int, size: int) -> int:
         chip = self.master if port < 0xA0 else self.slave
         return chip.read_data() if port & 1 else chip.read_command()

@@ -141,6 +141,54 @@ def test_interrupt_injection_is_counted_by_the_guest_handler(raw_guest, name):
     assert vcpu.get_regs().rbx & 0xFFFF == 3
 
 
+def test_no_interrupt_arrives_while_if_is_clear(raw_guest, guest_symbols):
+    """An interrupt kept pending all the time, exits at random points (kicks), and a guest
+    that keeps turning IF off and on: every interrupt must find IF set, and each one
+    injected must reach the guest's handler exactly once."""
+    g = raw_guest("irq_if_real")
+    vcpu, syms = g.vcpu, guest_symbols("irq_if_real")
+    stop = threading.Event()
+
+    def kicker() -> None:  # exits wherever the guest happens to be, as a VMM's timer makes
+        while not stop.wait(0.002):
+            vcpu.kick()
+
+    kicks = threading.Thread(target=kicker, daemon=True)
+    kicks.start()
+    injected = progress = 0
+    try:
+        for _ in range(1_000_000):
+            if vcpu.ready_for_interrupt_injection:
+                vcpu.interrupt(0x20)
+                injected += 1
+            else:
+                vcpu.request_interrupt_window = True
+            ex = vcpu.run()
+            vcpu.request_interrupt_window = False
+            match ex:
+                case IoOut(0x11, 2, 1, data):
+                    pytest.fail(f"an interrupt arrived with IF clear at ip "
+                                f"{int.from_bytes(data, 'little'):#x} (CLI section "
+                                f"{syms['masked']:#x}-{syms['masked_end']:#x})")
+                case IoOut(0x12, 1, 1, _):
+                    progress += 1
+                case IoOut(0x10, 2, 1, data):
+                    counted = int.from_bytes(data, "little")
+                    break
+                case Intr() | IrqWindowOpen():
+                    pass
+                case _:
+                    pytest.fail(f"unexpected exit {ex!r}")
+        else:
+            pytest.fail("the guest never finished")
+    finally:
+        stop.set()
+        kicks.join()  # before the run area is unmapped: a kick writes immediate_exit there
+    assert progress == 2048 // 64
+    assert injected > progress  # interrupts did come (one may be queued per entry)
+    assert counted == injected, f"{injected} injected, the guest counted {counted}"
+
+
 def test_triple_fault_is_shutdown(raw_guest):
     # (what the registers hold afterwards differs: kvm_amd resets the VCPU, kvm_intel does not)
     g = raw_guest("triple_fault")

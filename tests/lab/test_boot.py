@@ -8,6 +8,7 @@ host's /dev/kvm emulates at ~0.5 MIPS, far too slow for a kernel boot).
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -92,8 +93,12 @@ class Boot:
         try:
             self.proc.wait(timeout=max(1, self.started + timeout - time.monotonic()))
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+            self.proc.send_signal(signal.SIGINT)  # pyhost then reports where the guest was
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
             self.reader.join(5)
             self.err_reader.join(5)
             pytest.fail(f"pyhost boot still running after {timeout} s; console:\n{self.text}"

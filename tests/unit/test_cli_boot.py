@@ -1,12 +1,14 @@
 """`python -m pyhost boot` with bad input: one line on stderr, exit 1, never a traceback,
 and no device needed to say so (the image and kernel are checked before the device is
-opened)."""
+opened); and interrupted mid-boot, a report of where the guest was."""
 
 from __future__ import annotations
 
+import signal
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -95,3 +97,25 @@ def test_boot_help_lists_the_options():
     assert res.returncode == 0
     for opt in ("--mem", "--append", "--kernel", "--initrd", "--device", "IMAGE"):
         assert opt in res.stdout
+
+
+def test_sigint_mid_boot_reports_registers_pics_and_exits(device):
+    """A hung guest must say where it hangs: SIGINT ends the boot with status 130 and
+    prints the VCPU's registers, both 8259s' state and the exit counts."""
+    proc = subprocess.Popen([sys.executable, "-m", "pyhost", "boot", str(BOOTFD), "--device",
+                             device, "--no-tsc-khz", "-v"], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert proc.stderr is not None
+        first = proc.stderr.readline()  # printed just before the guest starts
+        assert first.startswith("pyhost: booting"), first
+        time.sleep(1.0)  # into the run loop: a kernel boot takes far longer than this
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "pyhost: interrupted" in err, err
+    assert "registers: rip=0x" in err and " cr3=0x" in err, err
+    assert "pic-master irr=" in err and "pic-slave irr=" in err, err
+    assert " exits (" in err and "Traceback" not in err, err

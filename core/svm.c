@@ -227,7 +227,6 @@ struct svm_vcpu {
 	u32 asid;
 	u32 asid_generation;
 	int asid_cpu;
-	int virq;		/* the interrupt V_IRQ carries this entry, or -1 */
 };
 
 _Static_assert(sizeof(struct svm_vcpu) <= KVMP_PAGE_SIZE, "svm_vcpu fits a page");
@@ -518,7 +517,6 @@ static int svm_vcpu_create(struct kvmp_vcpu *vcpu)
 		return -KVMP_ENOMEM;
 	}
 	svm->asid_cpu = -1;
-	svm->virq = -1;
 	vcpu->arch = svm;
 	svm_reset(vcpu);
 	return 0;
@@ -853,11 +851,9 @@ static void svm_irq_window(struct vmcb *vmcb, bool on)
  */
 static void svm_inject_pending(struct kvmp_vcpu *vcpu)
 {
-	struct svm_vcpu *svm = to_svm(vcpu);
-	struct vmcb *vmcb = svm->vmcb;
+	struct vmcb *vmcb = to_svm(vcpu)->vmcb;
 	bool wanted = vcpu->run->request_interrupt_window;
 
-	svm_irq_window(vmcb, false);
 	vmcb->control.intercepts[3] &= ~ICPT3_IRET;
 	if (vmcb->control.event_inj & EVENT_VALID) {
 		/* an interrupted delivery goes first; the window waits */
@@ -866,7 +862,6 @@ static void svm_inject_pending(struct kvmp_vcpu *vcpu)
 		vcpu->pending_nmi = false;
 	} else if (vcpu->pending_irq >= 0 && svm_interrupt_allowed(vcpu)) {
 		svm_virq(vmcb, true, false, vcpu->pending_irq);
-		svm->virq = vcpu->pending_irq;
 		vcpu->pending_irq = -1;
 		if (wanted)
 			vmcb->control.intercepts[3] |= ICPT3_IRET;
@@ -877,17 +872,19 @@ static void svm_inject_pending(struct kvmp_vcpu *vcpu)
 	svm_irq_window(vmcb, wanted && !svm_interrupt_allowed(vcpu));
 }
 
-/* after #VMEXIT: an interrupt V_IRQ still holds was not taken; queue it again */
+/*
+ * After #VMEXIT: V_IRQ still set without the VINTR intercept is an interrupt
+ * the guest has not taken (the CPU clears V_IRQ when it takes one); queue it
+ * again.  The next entry sets V_IRQ afresh either way.
+ */
 static void svm_complete_virq(struct kvmp_vcpu *vcpu)
 {
-	struct svm_vcpu *svm = to_svm(vcpu);
+	struct vmcb *vmcb = to_svm(vcpu)->vmcb;
 
-	if (svm->virq < 0)
-		return;
-	if (svm->vmcb->control.int_ctl & V_IRQ)
-		vcpu->pending_irq = svm->virq;
-	svm_virq(svm->vmcb, false, false, 0);
-	svm->virq = -1;
+	if ((vmcb->control.int_ctl & V_IRQ) &&
+	    !(vmcb->control.intercepts[3] & ICPT3_VINTR))
+		vcpu->pending_irq = vmcb->control.int_vector & 0xff;
+	svm_virq(vmcb, false, false, 0);
 }
 
 /* --- entering the guest -------------------------------------------------------- */

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
  * The portable core's objects: VMs, VCPUs, memory slots, and the interface a
- * hardware backend (SVM now, VMX next) implements.
+ * hardware backend (AMD SVM, Intel VMX) implements.
  */
 #ifndef KVMPORT_CORE_KVMP_CORE_H
 #define KVMPORT_CORE_KVMP_CORE_H
@@ -28,6 +28,8 @@ enum {
 };
 
 #define KVMP_CR0_PE	(1ULL << 0)
+#define KVMP_CR0_NW	(1ULL << 29)
+#define KVMP_CR0_CD	(1ULL << 30)
 #define KVMP_CR0_PG	(1ULL << 31)
 #define KVMP_CR4_PSE	(1ULL << 4)
 #define KVMP_CR4_PAE	(1ULL << 5)
@@ -92,6 +94,7 @@ struct kvmp_vcpu {
 	u64 apic_base;			/* MSRs the core keeps itself */
 	u64 misc_enable;
 
+	u8 *fpu;			/* x87/SSE/AVX: an XSAVE area, a page */
 	u64 xcr0;			/* the guest's XCR0 (XSETBV) */
 	int pending_irq;		/* KVM_INTERRUPT vector, or -1 */
 	bool pending_nmi;
@@ -137,8 +140,6 @@ struct kvmp_backend {
 	void (*set_regs)(struct kvmp_vcpu *vcpu, const struct kvmp_regs *regs);
 	void (*get_sregs)(struct kvmp_vcpu *vcpu, struct kvmp_sregs *sregs);
 	int (*set_sregs)(struct kvmp_vcpu *vcpu, const struct kvmp_sregs *sregs);
-	void (*get_fpu)(struct kvmp_vcpu *vcpu, struct kvmp_fpu *fpu);
-	void (*set_fpu)(struct kvmp_vcpu *vcpu, const struct kvmp_fpu *fpu);
 	/* MSRs the backend keeps (EFER, SYSCALL and SYSENTER state, ...) */
 	int (*get_msr)(struct kvmp_vcpu *vcpu, u32 index, u64 *data);
 	int (*set_msr)(struct kvmp_vcpu *vcpu, u32 index, u64 data);
@@ -149,7 +150,13 @@ struct kvmp_backend {
 };
 
 extern const struct kvmp_backend *kvmp_backend;
+#ifndef KVMP_CDEF	/* the userspace test build has neither */
 extern const struct kvmp_backend kvmp_svm_backend;
+extern const struct kvmp_backend kvmp_vmx_backend;
+#endif
+/* the backends a build has, tried in order (defined by the port's build) */
+extern const struct kvmp_backend *const kvmp_backends[];
+extern const unsigned int kvmp_nr_backends;
 
 /* kvmp_main.c: the entry points a port calls (from its fd operations) */
 int kvmp_core_init(void);
@@ -182,6 +189,27 @@ int kvmp_read_guest_virt(struct kvmp_vcpu *vcpu, const struct kvmp_sregs *s,
 int kvmp_write_guest_virt(struct kvmp_vcpu *vcpu, const struct kvmp_sregs *s,
 			  u64 gva, const void *src, unsigned int n);
 
+/* kvmp_tdp.c: the nested (NPT) or extended (EPT) page table of a VM */
+struct kvmp_tdp {
+	u64 *root;
+	u64 root_pa;
+	u64 table_bits;		/* a non-leaf entry's permission bits */
+	u64 leaf_bits;		/* a leaf's permission and memory-type bits */
+};
+
+int kvmp_tdp_init(struct kvmp_tdp *t, u64 table_bits, u64 leaf_bits);
+void kvmp_tdp_destroy(struct kvmp_tdp *t);
+int kvmp_tdp_map(struct kvmp_tdp *t, u64 gpa, u64 hpa);
+void kvmp_tdp_unmap_range(struct kvmp_tdp *t, u64 gpa, u64 size);
+int kvmp_tdp_fault(struct kvmp_vm *vm, struct kvmp_tdp *t, u64 gpa);
+
+/* kvmp_fpu.c: the guest's FPU/SSE/AVX state */
+void kvmp_fpu_reset(struct kvmp_vcpu *vcpu);
+void kvmp_fpu_get(struct kvmp_vcpu *vcpu, struct kvmp_fpu *f);
+void kvmp_fpu_set(struct kvmp_vcpu *vcpu, const struct kvmp_fpu *f);
+void kvmp_fpu_load_guest(struct kvmp_vcpu *vcpu);	/* interrupts off */
+void kvmp_fpu_save_guest(struct kvmp_vcpu *vcpu);
+
 /* kvmp_x86.c: CPUID and MSRs, exits completed in the core, the run loop */
 int kvmp_get_supported_cpuid(u64 uarg);
 void kvmp_build_supported_cpuid(void);
@@ -196,6 +224,8 @@ extern u64 kvmp_xcr0_supported;
 extern u64 kvmp_host_xcr0;
 #define KVMP_XSAVE_AREA_MAX	1024	/* legacy + header + AVX fit */
 int kvmp_set_xcr(struct kvmp_vcpu *vcpu, u32 index, u64 value);
+bool kvmp_cr0_valid(u64 cr0);
+bool kvmp_cr4_valid(u64 cr4);
 int kvmp_get_msr(struct kvmp_vcpu *vcpu, u32 index, u64 *data);
 int kvmp_set_msr(struct kvmp_vcpu *vcpu, u32 index, u64 data);
 extern const u32 kvmp_msr_list[];

@@ -15,15 +15,11 @@ const struct kvmp_backend *kvmp_backend;
 static struct kvmp_os_mutex *kvmp_global_lock;
 static int kvmp_vm_count;
 
-/* the backends, tried in order; a CPU has at most one of them */
-static const struct kvmp_backend *const kvmp_backends[] = {
-	&kvmp_svm_backend,
-};
-
 /*
- * With no backend for this CPU the driver still loads: the device answers
+ * The build lists its backends (kvmp_backends); a CPU has at most one of
+ * them.  With none for this CPU the driver still loads: the device answers
  * the system ioctls and refuses KVM_CREATE_VM with ENODEV, and the log says
- * why.  (The VMX backend is the next one to add to the list above.)
+ * why.
  */
 int kvmp_core_init(void)
 {
@@ -33,7 +29,7 @@ int kvmp_core_init(void)
 	kvmp_global_lock = kvmp_os_mutex_create();
 	if (!kvmp_global_lock)
 		return -KVMP_ENOMEM;
-	for (i = 0; i < ARRAY_SIZE(kvmp_backends); i++) {
+	for (i = 0; i < kvmp_nr_backends; i++) {
 		r = kvmp_backends[i]->hardware_setup();
 		if (!r) {
 			kvmp_backend = kvmp_backends[i];
@@ -235,6 +231,7 @@ int kvmp_vcpu_create(struct kvmp_vm *vm, unsigned long id,
 		     struct kvmp_vcpu **vcpup)
 {
 	struct kvmp_vcpu *vcpu;
+	u64 fpu_pa;
 	int i, r;
 
 	if (id > KVMP_MAX_VCPU_ID)
@@ -255,9 +252,13 @@ int kvmp_vcpu_create(struct kvmp_vm *vm, unsigned long id,
 		goto free_lock;
 	for (i = 1; i < KVMP_RUN_PAGES; i++)
 		vcpu->run_pa[i] = vcpu->run_pa[0] + i * KVMP_PAGE_SIZE;
+	vcpu->fpu = kvmp_os_alloc_pages(1, &fpu_pa);	/* 64-byte aligned */
+	if (!vcpu->fpu)
+		goto free_run;
+	kvmp_fpu_reset(vcpu);
 	r = kvmp_backend->vcpu_create(vcpu);
 	if (r)
-		goto free_run;
+		goto free_fpu;
 
 	kvmp_os_mutex_lock(vm->lock);
 	r = -KVMP_EEXIST;
@@ -276,6 +277,8 @@ int kvmp_vcpu_create(struct kvmp_vm *vm, unsigned long id,
 unlock:
 	kvmp_os_mutex_unlock(vm->lock);
 	kvmp_backend->vcpu_free(vcpu);
+free_fpu:
+	kvmp_os_free_pages(vcpu->fpu, 1);
 free_run:
 	kvmp_os_free_pages(vcpu->run, KVMP_RUN_PAGES);
 free_lock:
@@ -299,6 +302,7 @@ void kvmp_vcpu_destroy(struct kvmp_vcpu *vcpu)
 	}
 	kvmp_os_mutex_unlock(vm->lock);
 	kvmp_backend->vcpu_free(vcpu);
+	kvmp_os_free_pages(vcpu->fpu, 1);
 	kvmp_os_free_pages(vcpu->run, KVMP_RUN_PAGES);
 	kvmp_os_free(vcpu->cpuid);
 	kvmp_os_mutex_destroy(vcpu->lock);
@@ -441,13 +445,13 @@ static long kvmp_vcpu_ioctl_locked(struct kvmp_vcpu *vcpu, unsigned int ioctl,
 			r = be->set_sregs(vcpu, &b->sregs);
 		break;
 	case KVMP_GET_FPU:
-		be->get_fpu(vcpu, &b->fpu);
+		kvmp_fpu_get(vcpu, &b->fpu);
 		r = kvmp_os_copy_to_user(arg, &b->fpu, sizeof(b->fpu));
 		break;
 	case KVMP_SET_FPU:
 		r = kvmp_os_copy_from_user(&b->fpu, arg, sizeof(b->fpu));
 		if (!r)
-			be->set_fpu(vcpu, &b->fpu);
+			kvmp_fpu_set(vcpu, &b->fpu);
 		break;
 	case KVMP_INTERRUPT:
 		r = kvmp_os_copy_from_user(&b->irq, arg, sizeof(b->irq));

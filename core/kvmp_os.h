@@ -110,6 +110,19 @@ void kvmp_os_irq_disable(void);
  */
 int kvmp_os_on_each_cpu(int (*fn)(void *arg), void *arg);
 
+/* --- control registers and descriptor tables ------------------------------- */
+/*
+ * Set and clear CR4 bits (CR4.VMXE) on this CPU the way the host kernel keeps
+ * track of CR4; preemption off.
+ */
+void kvmp_os_cr4_update(u64 set, u64 clear);
+/*
+ * A VM exit left this CPU's TR limit at 0x67, which cuts off the TSS's I/O
+ * permission bitmap: have the host restore it (at once or before it needs
+ * it).  Interrupts off.
+ */
+void kvmp_os_tss_limit_lost(void);
+
 /* --- the FPU ---------------------------------------------------------------- */
 /*
  * Between begin and end the core owns the FPU/SSE/AVX registers: the host's

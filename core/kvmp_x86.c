@@ -153,12 +153,59 @@ static void kvmp_add_leaf(u32 leaf, u32 subleaf, u32 flags)
 	}
 }
 
+/*
+ * CR4 bits a guest may set: those of features the supported CPUID offers
+ * (as Linux reserves CR4 bits by the guest's CPUID); never VMXE, PKE, PCIDE.
+ */
+static u64 kvmp_cr4_allowed;
+
+#define CR4_ALWAYS	0x7ffULL	/* VME PVI TSD DE PSE PAE MCE PGE PCE OSFXSR OSXMMEXCPT */
+#define CR4_FSGSBASE	(1ULL << 16)
+#define CR4_SMEP	(1ULL << 20)
+#define CR4_SMAP	(1ULL << 21)
+
+static void kvmp_probe_cr4(void)
+{
+	u32 max, a, b, c, d;
+
+	kvmp_cr4_allowed = CR4_ALWAYS;
+	if (kvmp_xcr0_supported)
+		kvmp_cr4_allowed |= KVMP_CR4_OSXSAVE;
+	kvmp_cpuid(0, 0, &max, &b, &c, &d);
+	if (max < 7)
+		return;
+	kvmp_cpuid(7, 0, &a, &b, &c, &d);
+	b &= CPUID7_EBX_KEEP;
+	if (b & BIT(0))
+		kvmp_cr4_allowed |= CR4_FSGSBASE;
+	if (b & BIT(7))
+		kvmp_cr4_allowed |= CR4_SMEP;
+	if (b & BIT(20))
+		kvmp_cr4_allowed |= CR4_SMAP;
+}
+
+bool kvmp_cr4_valid(u64 cr4)
+{
+	return !(cr4 & ~kvmp_cr4_allowed);
+}
+
+/* what MOV to CR0 and KVM_SET_SREGS refuse (#GP, EINVAL), as Linux */
+bool kvmp_cr0_valid(u64 cr0)
+{
+	if (cr0 >> 32)
+		return false;
+	if ((cr0 & KVMP_CR0_NW) && !(cr0 & KVMP_CR0_CD))
+		return false;
+	return !((cr0 & KVMP_CR0_PG) && !(cr0 & KVMP_CR0_PE));
+}
+
 void kvmp_build_supported_cpuid(void)
 {
 	u32 max, max_ext, a, b, c, d, leaf;
 
 	kvmp_supported_nent = 0;
 	kvmp_probe_xsave();
+	kvmp_probe_cr4();
 	kvmp_cpuid(0, 0, &max, &b, &c, &d);
 	kvmp_add_leaf(0, 0, 0);
 	kvmp_add_leaf(1, 0, 0);

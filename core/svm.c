@@ -9,169 +9,7 @@
  * are decoded by the core.  Both are used when the CPU has them.
  */
 #include "kvmp_core.h"
-
-/* --- the VMCB (AMD APM vol. 2, appendix B) --------------------------------- */
-struct vmcb_seg {
-	u16 selector;
-	u16 attrib;
-	u32 limit;
-	u64 base;
-} __packed;
-
-struct vmcb_control {
-	u32 intercepts[6];		/* 0x000: CR, DR, exceptions, misc 1-3 */
-	u8 reserved_1[0x3c - 0x18];
-	u16 pause_filter_thresh;	/* 0x03c */
-	u16 pause_filter_count;
-	u64 iopm_base_pa;		/* 0x040 */
-	u64 msrpm_base_pa;		/* 0x048 */
-	u64 tsc_offset;			/* 0x050 */
-	u32 asid;			/* 0x058 */
-	u8 tlb_ctl;			/* 0x05c */
-	u8 reserved_2[3];
-	u32 int_ctl;			/* 0x060 */
-	u32 int_vector;			/* 0x064 */
-	u32 int_state;			/* 0x068 */
-	u8 reserved_3[4];
-	u64 exit_code;			/* 0x070 */
-	u64 exit_info_1;		/* 0x078 */
-	u64 exit_info_2;		/* 0x080 */
-	u64 exit_int_info;		/* 0x088: low 32 bits info, high 32 error */
-	u64 nested_ctl;			/* 0x090 */
-	u64 avic_vapic_bar;		/* 0x098 */
-	u64 ghcb_gpa;			/* 0x0a0 */
-	u64 event_inj;			/* 0x0a8: low 32 bits event, high 32 error */
-	u64 nested_cr3;			/* 0x0b0 */
-	u64 virt_ext;			/* 0x0b8 */
-	u32 clean;			/* 0x0c0 */
-	u32 reserved_5;
-	u64 next_rip;			/* 0x0c8 */
-	u8 insn_len;			/* 0x0d0 */
-	u8 insn_bytes[15];
-	u8 reserved_6[0x400 - 0xe0];
-} __packed;
-
-struct vmcb_save {
-	struct vmcb_seg es, cs, ss, ds, fs, gs, gdtr, ldtr, idtr, tr; /* 0x000 */
-	u8 reserved_1[0xcb - 0xa0];
-	u8 cpl;				/* 0x0cb */
-	u8 reserved_2[4];
-	u64 efer;			/* 0x0d0 */
-	u8 reserved_3[0x148 - 0xd8];
-	u64 cr4;			/* 0x148 */
-	u64 cr3;
-	u64 cr0;
-	u64 dr7;
-	u64 dr6;
-	u64 rflags;
-	u64 rip;			/* 0x178 */
-	u8 reserved_4[0x1d8 - 0x180];
-	u64 rsp;			/* 0x1d8 */
-	u8 reserved_5[0x1f8 - 0x1e0];
-	u64 rax;			/* 0x1f8 */
-	u64 star;
-	u64 lstar;
-	u64 cstar;
-	u64 sfmask;
-	u64 kernel_gs_base;
-	u64 sysenter_cs;
-	u64 sysenter_esp;
-	u64 sysenter_eip;
-	u64 cr2;			/* 0x240 */
-	u8 reserved_6[0x268 - 0x248];
-	u64 g_pat;			/* 0x268 */
-} __packed;
-
-struct vmcb {
-	struct vmcb_control control;
-	struct vmcb_save save;
-} __packed;
-
-_Static_assert(__builtin_offsetof(struct vmcb_control, exit_code) == 0x70, "vmcb");
-_Static_assert(__builtin_offsetof(struct vmcb_control, event_inj) == 0xa8, "vmcb");
-_Static_assert(__builtin_offsetof(struct vmcb_control, insn_bytes) == 0xd1, "vmcb");
-_Static_assert(sizeof(struct vmcb_control) == 0x400, "vmcb control area");
-_Static_assert(__builtin_offsetof(struct vmcb, save.efer) == 0x4d0, "vmcb");
-_Static_assert(__builtin_offsetof(struct vmcb, save.rip) == 0x578, "vmcb");
-_Static_assert(__builtin_offsetof(struct vmcb, save.rax) == 0x5f8, "vmcb");
-_Static_assert(__builtin_offsetof(struct vmcb, save.g_pat) == 0x668, "vmcb");
-
-/* intercept bits: word 3 (0x00c) and word 4 (0x010) */
-#define ICPT3_INTR		(1U << 0)
-#define ICPT3_NMI		(1U << 1)
-#define ICPT3_VINTR		(1U << 4)
-#define ICPT3_CPUID		(1U << 18)
-#define ICPT3_IRET		(1U << 20)
-#define ICPT3_INVD		(1U << 22)
-#define ICPT3_HLT		(1U << 24)
-#define ICPT3_IOIO		(1U << 27)
-#define ICPT3_MSR		(1U << 28)
-#define ICPT3_SHUTDOWN		(1U << 31)
-#define ICPT4_VMRUN		(1U << 0)
-#define ICPT4_VMMCALL		(1U << 1)
-#define ICPT4_VMLOAD		(1U << 2)
-#define ICPT4_VMSAVE		(1U << 3)
-#define ICPT4_STGI		(1U << 4)
-#define ICPT4_CLGI		(1U << 5)
-#define ICPT4_SKINIT		(1U << 6)
-#define ICPT4_MONITOR		(1U << 10)
-#define ICPT4_MWAIT		(1U << 11)
-#define ICPT4_MWAIT_COND	(1U << 12)
-#define ICPT4_XSETBV		(1U << 13)
-
-#define V_IRQ			(1U << 8)
-#define V_INTR_PRIO_SHIFT	16
-#define V_IGN_TPR		(1U << 20)
-#define V_INTR_MASKING		(1U << 24)
-#define INT_STATE_SHADOW	(1U << 0)
-
-#define EVENT_VALID		(1U << 31)
-#define EVENT_ERROR_VALID	(1U << 11)
-#define EVENT_TYPE_INTR		(0U << 8)
-#define EVENT_TYPE_NMI		(2U << 8)
-#define EVENT_TYPE_EXCEPTION	(3U << 8)
-#define EVENT_TYPE_SOFT		(4U << 8)
-#define EVENT_TYPE_MASK		(7U << 8)
-
-#define TLB_FLUSH_ALL		1
-#define TLB_FLUSH_ASID		3
-
-/* exit codes */
-#define SVM_EXIT_INTR		0x060
-#define SVM_EXIT_NMI		0x061
-#define SVM_EXIT_SMI		0x062
-#define SVM_EXIT_VINTR		0x064
-#define SVM_EXIT_CPUID		0x072
-#define SVM_EXIT_IRET		0x074
-#define SVM_EXIT_INVD		0x076
-#define SVM_EXIT_HLT		0x078
-#define SVM_EXIT_IOIO		0x07b
-#define SVM_EXIT_MSR		0x07c
-#define SVM_EXIT_SHUTDOWN	0x07f
-#define SVM_EXIT_VMRUN		0x080
-#define SVM_EXIT_VMMCALL	0x081
-#define SVM_EXIT_VMLOAD		0x082
-#define SVM_EXIT_VMSAVE		0x083
-#define SVM_EXIT_STGI		0x084
-#define SVM_EXIT_CLGI		0x085
-#define SVM_EXIT_SKINIT		0x086
-#define SVM_EXIT_MONITOR	0x08a
-#define SVM_EXIT_MWAIT		0x08b
-#define SVM_EXIT_MWAIT_COND	0x08c
-#define SVM_EXIT_XSETBV		0x08d
-#define SVM_EXIT_NPF		0x400
-#define SVM_EXIT_INVALID	(~0ULL)
-
-#define MSR_EFER		0xc0000080
-#define MSR_VM_CR		0xc0010114
-#define MSR_VM_HSAVE_PA		0xc0010117
-#define EFER_SVME		(1ULL << 12)
-#define EFER_GUEST_BITS		((1ULL << 0) | (1ULL << 8) | (1ULL << 10) | (1ULL << 11))
-#define VM_CR_SVMDIS		(1ULL << 4)
-
-#define NPT_PRESENT_RW_USER	0x7ULL
-#define NPT_ADDR_MASK		0x000ffffffffff000ULL
-#define PAT_DEFAULT		0x0007040600070406ULL
+#include "svm.h"
 
 /* --- global and per-CPU state -------------------------------------------- */
 struct svm_cpu {
@@ -195,13 +33,8 @@ static bool svm_has_nrips, svm_has_decode_assists, svm_has_flush_by_asid;
 #define SVM_IOPM_PAGES	3
 #define SVM_MSRPM_PAGES	2
 
-/*
- * A nested page-table page and, in the page after it, the kernel addresses of
- * its child tables (the hardware sees only the first page).
- */
 struct svm_vm {
-	u64 *npt_root;
-	u64 npt_root_pa;
+	struct kvmp_tdp npt;
 };
 
 /* What the entry code reads and writes: guest GPRs (RAX and RSP live in the VMCB). */
@@ -211,17 +44,7 @@ struct svm_enter {
 	u64 host_vmcb_pa;
 };
 
-/* XSAVE_BV in the XSAVE header: which components the area holds */
-#define XSAVE_HEADER_BV		512
-#define XFEATURES_FP_SSE	(KVMP_XFEATURE_FP | KVMP_XFEATURE_SSE)
-
 struct svm_vcpu {
-	/*
-	 * Guest x87/SSE/AVX state: an XSAVE area (64-byte aligned: the page
-	 * starts here) or, on a host without XSAVE, an FXSAVE image -- the
-	 * first 512 bytes are the same layout either way.
-	 */
-	u8 fpu[KVMP_XSAVE_AREA_MAX];
 	struct svm_enter enter;
 	struct vmcb *vmcb;
 	u32 asid;
@@ -230,8 +53,6 @@ struct svm_vcpu {
 };
 
 _Static_assert(sizeof(struct svm_vcpu) <= KVMP_PAGE_SIZE, "svm_vcpu fits a page");
-_Static_assert(__builtin_offsetof(struct svm_vcpu, fpu) == 0,
-	       "the XSAVE area is 64-byte aligned");
 
 static struct svm_vcpu *to_svm(struct kvmp_vcpu *vcpu)
 {
@@ -345,19 +166,13 @@ static int svm_cpu_disable(void *unused)
 }
 
 /* --- nested page tables ----------------------------------------------------- */
-static u64 *npt_alloc_table(u64 *pa)
-{
-	return kvmp_os_alloc_pages(2, pa);
-}
-
 static int svm_vm_init(struct kvmp_vm *vm)
 {
 	struct svm_vm *s = kvmp_os_zalloc(sizeof(*s));
 
 	if (!s)
 		return -KVMP_ENOMEM;
-	s->npt_root = npt_alloc_table(&s->npt_root_pa);
-	if (!s->npt_root) {
+	if (kvmp_tdp_init(&s->npt, NPT_PRESENT_RW_USER, NPT_PRESENT_RW_USER)) {
 		kvmp_os_free(s);
 		return -KVMP_ENOMEM;
 	}
@@ -365,59 +180,17 @@ static int svm_vm_init(struct kvmp_vm *vm)
 	return 0;
 }
 
-static void npt_free_table(u64 *table, int level)
-{
-	u64 **children = (u64 **)(table + 512);
-	int i;
-
-	for (i = 0; level > 1 && i < 512; i++)
-		if (children[i])
-			npt_free_table(children[i], level - 1);
-	kvmp_os_free_pages(table, 2);
-}
-
 static void svm_vm_destroy(struct kvmp_vm *vm)
 {
 	struct svm_vm *s = vm->arch;
 
-	npt_free_table(s->npt_root, 4);
+	kvmp_tdp_destroy(&s->npt);
 	kvmp_os_free(s);
-}
-
-/* the leaf entry for gpa, creating tables on the way if create; vm->lock held */
-static u64 *npt_leaf(struct kvmp_vm *vm, u64 gpa, bool create)
-{
-	struct svm_vm *s = vm->arch;
-	u64 *table = s->npt_root, pa;
-	int level, idx;
-
-	for (level = 4; level > 1; level--) {
-		u64 **children = (u64 **)(table + 512);
-
-		idx = (gpa >> (12 + 9 * (level - 1))) & 511;
-		if (!children[idx]) {
-			if (!create)
-				return NULL;
-			children[idx] = npt_alloc_table(&pa);
-			if (!children[idx])
-				return NULL;
-			table[idx] = pa | NPT_PRESENT_RW_USER;
-		}
-		table = children[idx];
-	}
-	return &table[(gpa >> 12) & 511];
 }
 
 static void svm_unmap_range(struct kvmp_vm *vm, u64 gpa, u64 size)
 {
-	u64 *pte;
-	u64 a;
-
-	for (a = gpa; a < gpa + size; a += KVMP_PAGE_SIZE) {
-		pte = npt_leaf(vm, a, false);
-		if (pte)
-			*pte = 0;
-	}
+	kvmp_tdp_unmap_range(&((struct svm_vm *)vm->arch)->npt, gpa, size);
 }
 
 /* --- VCPUs ---------------------------------------------------------------- */
@@ -475,7 +248,7 @@ static void svm_reset(struct kvmp_vcpu *vcpu)
 	ctl->msrpm_base_pa = svm_msrpm_pa;
 	ctl->int_ctl = V_INTR_MASKING;
 	ctl->nested_ctl = 1;	/* nested paging */
-	ctl->nested_cr3 = ((struct svm_vm *)vcpu->vm->arch)->npt_root_pa;
+	ctl->nested_cr3 = ((struct svm_vm *)vcpu->vm->arch)->npt.root_pa;
 
 	svm_seg(&save->cs, 0xf000, 0xffff0000, 0xffff, code);
 	svm_seg(&save->ds, 0, 0, 0xffff, data);
@@ -495,12 +268,6 @@ static void svm_reset(struct kvmp_vcpu *vcpu)
 	save->g_pat = PAT_DEFAULT;
 	save->efer = EFER_SVME;		/* VMRUN demands it; the guest never sees it */
 	svm->enter.gprs[KVMP_RDX] = 0x600;	/* the reset signature */
-
-	/* FCW 0x37f, MXCSR 0x1f80: FNINIT and the SSE reset value */
-	svm->fpu[0] = 0x7f;
-	svm->fpu[1] = 0x03;
-	svm->fpu[24] = 0x80;
-	svm->fpu[25] = 0x1f;
 }
 
 static int svm_vcpu_create(struct kvmp_vcpu *vcpu)
@@ -654,61 +421,6 @@ static int svm_set_sregs(struct kvmp_vcpu *vcpu, const struct kvmp_sregs *s)
 		}
 	}
 	return 0;
-}
-
-static u64 *svm_xsave_bv(struct svm_vcpu *svm)
-{
-	return (u64 *)(svm->fpu + XSAVE_HEADER_BV);
-}
-
-/*
- * struct kvmp_fpu is the FXSAVE image rearranged.  In an XSAVE area a
- * component whose XSAVE_BV bit is clear is in its reset state, whatever the
- * bytes say (MXCSR is always valid).
- */
-static void svm_get_fpu(struct kvmp_vcpu *vcpu, struct kvmp_fpu *f)
-{
-	struct svm_vcpu *svm = to_svm(vcpu);
-	const u8 *x = svm->fpu;
-	u64 bv = kvmp_xcr0_supported ? *svm_xsave_bv(svm) : XFEATURES_FP_SSE;
-	int i;
-
-	kvmp_os_memset(f, 0, sizeof(*f));
-	kvmp_os_memcpy(&f->mxcsr, x + 24, 4);
-	if (!(bv & KVMP_XFEATURE_FP)) {
-		f->fcw = 0x37f;
-	} else {
-		kvmp_os_memcpy(&f->fcw, x + 0, 2);
-		kvmp_os_memcpy(&f->fsw, x + 2, 2);
-		f->ftwx = x[4];
-		kvmp_os_memcpy(&f->last_opcode, x + 6, 2);
-		kvmp_os_memcpy(&f->last_ip, x + 8, 8);
-		kvmp_os_memcpy(&f->last_dp, x + 16, 8);
-		for (i = 0; i < 8; i++)
-			kvmp_os_memcpy(f->fpr[i], x + 32 + 16 * i, 16);
-	}
-	if (bv & KVMP_XFEATURE_SSE)
-		kvmp_os_memcpy(f->xmm, x + 160, sizeof(f->xmm));
-}
-
-static void svm_set_fpu(struct kvmp_vcpu *vcpu, const struct kvmp_fpu *f)
-{
-	struct svm_vcpu *svm = to_svm(vcpu);
-	u8 *x = svm->fpu;
-	int i;
-
-	kvmp_os_memcpy(x + 0, &f->fcw, 2);
-	kvmp_os_memcpy(x + 2, &f->fsw, 2);
-	x[4] = f->ftwx;
-	kvmp_os_memcpy(x + 6, &f->last_opcode, 2);
-	kvmp_os_memcpy(x + 8, &f->last_ip, 8);
-	kvmp_os_memcpy(x + 16, &f->last_dp, 8);
-	kvmp_os_memcpy(x + 24, &f->mxcsr, 4);
-	for (i = 0; i < 8; i++)
-		kvmp_os_memcpy(x + 32 + 16 * i, f->fpr[i], 16);
-	kvmp_os_memcpy(x + 160, f->xmm, sizeof(f->xmm));
-	if (kvmp_xcr0_supported)	/* load what was written, keep AVX */
-		*svm_xsave_bv(svm) |= XFEATURES_FP_SSE;
 }
 
 static bool is_canonical(u64 a)
@@ -1019,54 +731,6 @@ static int svm_handle_exit(struct kvmp_vcpu *vcpu)
 	return KVMP_TO_USER;
 }
 
-static void svm_xsetbv(u64 xcr0)
-{
-	asm volatile("xsetbv" : : "c"(0), "a"((u32)xcr0), "d"((u32)(xcr0 >> 32))
-		     : "memory");
-}
-
-/*
- * The host's FPU registers are saved (kvmp_os_fpu_begin); load the guest's.
- * XRSTOR under the host's XCR0 with every component guests may use, then the
- * guest's XCR0, which VMRUN does not switch.  Interrupts are off.
- */
-static void svm_load_guest_fpu(struct kvmp_vcpu *vcpu)
-{
-	struct svm_vcpu *svm = to_svm(vcpu);
-	u64 rfbm = kvmp_xcr0_supported;
-
-	if (!rfbm) {
-		asm volatile("fxrstor64 %0" : : "m"(svm->fpu));
-		return;
-	}
-	asm volatile("xrstor64 %0" : : "m"(svm->fpu), "a"((u32)rfbm),
-		     "d"((u32)(rfbm >> 32)));
-	if (vcpu->xcr0 != kvmp_host_xcr0)
-		svm_xsetbv(vcpu->xcr0);
-}
-
-static void svm_save_guest_fpu(struct kvmp_vcpu *vcpu)
-{
-	struct svm_vcpu *svm = to_svm(vcpu);
-	u64 rfbm = kvmp_xcr0_supported, xcr0;
-
-	if (!rfbm) {
-		asm volatile("fxsave64 %0" : "=m"(svm->fpu));
-		return;
-	}
-	/*
-	 * XSETBV is intercepted, so XCR0 is still what we loaded -- unless an
-	 * emulated CPU ignored the intercept (seen under QEMU TCG): then the
-	 * guest changed it and the new value is the guest's.
-	 */
-	xcr0 = kvmp_xgetbv(0);
-	vcpu->xcr0 = xcr0;
-	if (xcr0 != kvmp_host_xcr0)
-		svm_xsetbv(kvmp_host_xcr0);
-	asm volatile("xsave64 %0" : "=m"(svm->fpu) : "a"((u32)rfbm),
-		     "d"((u32)(rfbm >> 32)) : "memory");
-}
-
 static int svm_run(struct kvmp_vcpu *vcpu)
 {
 	struct svm_vcpu *svm = to_svm(vcpu);
@@ -1081,7 +745,7 @@ static int svm_run(struct kvmp_vcpu *vcpu)
 	c = &svm_cpus[cpu];
 	svm_prepare_asid(vcpu, c, cpu);
 	svm->enter.host_vmcb_pa = c->host_vmcb_pa;
-	svm_load_guest_fpu(vcpu);
+	kvmp_fpu_load_guest(vcpu);
 
 	asm volatile("clgi" ::: "memory");
 	kvmp_os_irq_enable();	/* GIF=0 holds them until VMRUN sets it */
@@ -1089,7 +753,7 @@ static int svm_run(struct kvmp_vcpu *vcpu)
 	kvmp_os_irq_disable();
 	asm volatile("stgi" ::: "memory");
 
-	svm_save_guest_fpu(vcpu);
+	kvmp_fpu_save_guest(vcpu);
 	kvmp_os_irq_enable();
 	kvmp_os_fpu_end();
 
@@ -1233,20 +897,11 @@ static int svm_exit_shutdown(struct kvmp_vcpu *vcpu)
 static int svm_exit_npf(struct kvmp_vcpu *vcpu)
 {
 	struct vmcb_control *ctl = &to_svm(vcpu)->vmcb->control;
-	struct kvmp_vm *vm = vcpu->vm;
-	u64 gpa = ctl->exit_info_2, err = ctl->exit_info_1, hpa, *pte;
+	struct svm_vm *s = vcpu->vm->arch;
+	u64 gpa = ctl->exit_info_2, err = ctl->exit_info_1;
 	int r;
 
-	kvmp_os_mutex_lock(vm->lock);
-	r = kvmp_gpa_to_hpa(vm, gpa, true, &hpa);
-	if (!r) {
-		pte = npt_leaf(vm, gpa, true);
-		if (pte)
-			*pte = (hpa & NPT_ADDR_MASK) | NPT_PRESENT_RW_USER;
-		else
-			r = -KVMP_ENOMEM;
-	}
-	kvmp_os_mutex_unlock(vm->lock);
+	r = kvmp_tdp_fault(vcpu->vm, &s->npt, gpa);
 	if (!r)
 		return KVMP_REENTER;
 	if (r != -KVMP_ENOENT)
@@ -1302,8 +957,6 @@ const struct kvmp_backend kvmp_svm_backend = {
 	.set_regs = svm_set_regs,
 	.get_sregs = svm_get_sregs,
 	.set_sregs = svm_set_sregs,
-	.get_fpu = svm_get_fpu,
-	.set_fpu = svm_set_fpu,
 	.get_msr = svm_get_msr,
 	.set_msr = svm_set_msr,
 	.interrupt_allowed = svm_interrupt_allowed,

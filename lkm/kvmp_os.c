@@ -16,7 +16,9 @@
 #include <linux/smp.h>
 #include <linux/string.h>
 #include <linux/uaccess.h>
+#include <asm/desc.h>
 #include <asm/fpu/api.h>
+#include <asm/tlbflush.h>
 
 #include "kvmp_os.h"
 #include "kvmp_os_linux.h"
@@ -204,6 +206,20 @@ int kvmp_os_on_each_cpu(int (*fn)(void *arg), void *arg)
 
 	on_each_cpu(kvmp_each_cpu_call, &e, 1);
 	return atomic_read(&e.error);
+}
+
+void kvmp_os_cr4_update(u64 set, u64 clear)
+{
+	unsigned long flags;
+
+	local_irq_save(flags);
+	cr4_update_irqsoff(set, clear);
+	local_irq_restore(flags);
+}
+
+void kvmp_os_tss_limit_lost(void)
+{
+	invalidate_tss_limit();
 }
 
 void kvmp_os_fpu_begin(void)

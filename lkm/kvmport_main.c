@@ -219,6 +219,13 @@ static const struct file_operations kvmport_dev_fops = {
 	.llseek = noop_llseek,
 };
 
+/* both x86 backends; the CPU's vendor decides which one sets up */
+const struct kvmp_backend *const kvmp_backends[] = {
+	&kvmp_vmx_backend,
+	&kvmp_svm_backend,
+};
+const unsigned int kvmp_nr_backends = ARRAY_SIZE(kvmp_backends);
+
 static struct miscdevice kvmport_dev = {
 	.minor = MISC_DYNAMIC_MINOR,
 	.name = "kvmport",

@@ -71,8 +71,7 @@ static void user_vcpu_free(struct kvmp_vcpu *vcpu)
 	(void)vcpu;
 }
 
-/* stands in, in the userspace build, for the backend kvmp_main.c looks for */
-const struct kvmp_backend kvmp_svm_backend = {
+static const struct kvmp_backend kvmp_user_backend = {
 	.name = "userspace test backend",
 	.hardware_setup = user_ok,
 	.hardware_unsetup = user_nothing,
@@ -86,3 +85,7 @@ const struct kvmp_backend kvmp_svm_backend = {
 	.get_msr = user_get_msr,
 	.set_msr = user_set_msr,
 };
+
+/* the userspace build's only backend */
+const struct kvmp_backend *const kvmp_backends[] = { &kvmp_user_backend };
+const unsigned int kvmp_nr_backends = ARRAY_SIZE(kvmp_backends);

@@ -1,0 +1,118 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The two-dimensional page table (AMD nested paging, Intel EPT): four levels
+ * of 512 entries mapping guest-physical to host-physical 4 KiB pages, built
+ * lazily on the guest's first touch of a page.  The formats differ only in
+ * the permission and memory-type bits, which the backend supplies.
+ *
+ * Each table is two pages: the one the hardware walks, then the kernel
+ * addresses of its child tables (the hardware entries hold physical ones).
+ */
+#include "kvmp_core.h"
+
+#define TDP_ADDR_MASK	0x000ffffffffff000ULL
+#define TDP_LEVELS	4
+
+static u64 *tdp_alloc_table(u64 *pa)
+{
+	return kvmp_os_alloc_pages(2, pa);
+}
+
+int kvmp_tdp_init(struct kvmp_tdp *t, u64 table_bits, u64 leaf_bits)
+{
+	t->table_bits = table_bits;
+	t->leaf_bits = leaf_bits;
+	t->root = tdp_alloc_table(&t->root_pa);
+	return t->root ? 0 : -KVMP_ENOMEM;
+}
+
+static void tdp_free_table(u64 *table, int level)
+{
+	u64 **children = (u64 **)(table + 512);
+	int i;
+
+	for (i = 0; level > 1 && i < 512; i++)
+		if (children[i])
+			tdp_free_table(children[i], level - 1);
+	kvmp_os_free_pages(table, 2);
+}
+
+void kvmp_tdp_destroy(struct kvmp_tdp *t)
+{
+	if (t->root)
+		tdp_free_table(t->root, TDP_LEVELS);
+	t->root = NULL;
+}
+
+/* the leaf entry for gpa, creating tables on the way if create; vm->lock held */
+static u64 *tdp_leaf(struct kvmp_tdp *t, u64 gpa, bool create)
+{
+	u64 *table = t->root, pa;
+	int level, idx;
+
+	for (level = TDP_LEVELS; level > 1; level--) {
+		u64 **children = (u64 **)(table + 512);
+
+		idx = (gpa >> (12 + 9 * (level - 1))) & 511;
+		if (!children[idx]) {
+			if (!create)
+				return NULL;
+			children[idx] = tdp_alloc_table(&pa);
+			if (!children[idx])
+				return NULL;
+			table[idx] = pa | t->table_bits;
+		}
+		table = children[idx];
+	}
+	return &table[(gpa >> 12) & 511];
+}
+
+int kvmp_tdp_map(struct kvmp_tdp *t, u64 gpa, u64 hpa)
+{
+	u64 *pte = tdp_leaf(t, gpa, true);
+
+	if (!pte)
+		return -KVMP_ENOMEM;
+	*pte = (hpa & TDP_ADDR_MASK) | t->leaf_bits;
+	return 0;
+}
+
+/* clear the leaves of [start, end) below table, which maps from base on */
+static void tdp_unmap(u64 *table, int level, u64 base, u64 start, u64 end)
+{
+	u64 **children = (u64 **)(table + 512);
+	u64 span = 1ULL << (12 + 9 * (level - 1)), lo;
+	int i;
+
+	for (i = 0; i < 512; i++) {
+		lo = base + i * span;
+		if (lo + span <= start || lo >= end)
+			continue;
+		if (level == 1)
+			table[i] = 0;
+		else if (children[i])	/* no table: nothing mapped below */
+			tdp_unmap(children[i], level - 1, lo, start, end);
+	}
+}
+
+void kvmp_tdp_unmap_range(struct kvmp_tdp *t, u64 gpa, u64 size)
+{
+	tdp_unmap(t->root, TDP_LEVELS, 0, gpa, gpa + size);
+}
+
+/*
+ * A guest touched gpa and the table has no entry: map the slot's page there
+ * (pinning it), or say there is no slot (-ENOENT: MMIO).
+ */
+int kvmp_tdp_fault(struct kvmp_vm *vm, struct kvmp_tdp *t, u64 gpa)
+{
+	u64 hpa;
+	int r;
+
+	kvmp_os_mutex_lock(vm->lock);
+	r = kvmp_gpa_to_hpa(vm, gpa, true, &hpa);
+	if (!r)
+		r = kvmp_tdp_map(t, gpa, hpa);
+	kvmp_os_mutex_unlock(vm->lock);
+	return r;
+}

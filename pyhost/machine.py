@@ -34,6 +34,7 @@ from .boot.bzimage import (
     plan_load,
 )
 from .boot.fat import FatImage
+from .cpuid import CpuidEntry
 from .errors import PyhostError
 from .hw.bus import Bus, Ignored, PciNoDevices, stderr_log
 from .hw.console import Console
@@ -42,7 +43,7 @@ from .hw.pic import PicPair
 from .hw.pit import Pit, PitTimer
 from .hw.rtc import Cmos
 from .hw.uart import COM1_BASE, COM1_IRQ, Uart8250
-from .kvm import CpuidEntry, Kvm
+from .kvm import Kvm
 from .vcpu import Vcpu
 from .vm import PAGE_SIZE, Vm
 from .x86.modes import identity_page_tables, set_flat_mode

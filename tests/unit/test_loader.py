@@ -13,7 +13,7 @@ import pytest
 from pyhost.boot import BootError
 from pyhost.boot.bzimage import BOOT_CS, BOOT_DS, E820_RAM, E820_RESERVED, boot_gdt
 from pyhost.boot.fat import FatImage
-from pyhost.kvm import CpuidEntry
+from pyhost.cpuid import CpuidEntry
 from pyhost.machine import (
     BOOT_GDT_ADDR,
     CPUID_APIC,

@@ -96,3 +96,19 @@ def test_function_level_imports_count(tmp_path):
     (pkg / "b.py").write_text("def f():\n    from .a import x\n")
     assert find_cycle(import_graph("pkg", tmp_path)) == ["pkg.a", "pkg.b", "pkg.a"]
 
+
+
+def test_bench_imports_no_task_module():
+    for path in sorted((ROOT / "bench").rglob("*.py")):
+        for m in imports(path, set()):
+            top = m.split(".")[0]
+            assert top != "tasks" and not top.startswith("tasks_") \
+                and not m.endswith(".tasks"), f"{path.relative_to(ROOT)} imports {m}"
+
+
+def test_task_modules_hide_no_top_level_package():
+    """invoke puts tasks/ first on sys.path: tasks/lab.py would be what `import lab` finds."""
+    tasks = {p.stem for p in (ROOT / "tasks").glob("*.py")} - {"__init__"}
+    top = {p.name for p in ROOT.iterdir() if (p / "__init__.py").exists()}
+    assert tasks and top >= {"lab", "bench", "pyhost"}
+    assert not tasks & top, tasks & top

@@ -1,4 +1,4 @@
-"""Core tasks: build-bintest, test, lint, ci."""
+"""Core tasks: build-bintest, test, test-lab, test-vmx, lint, ci."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from invoke import task
 from invoke.context import Context
 
 PY = shlex.quote(sys.executable)
-PYTHON_SOURCES = "pyhost tests bintest lab bench tasks.py tasks_core.py"
+PYTHON_SOURCES = "pyhost tests bintest lab bench tasks"
 
 
 @task
@@ -77,44 +77,3 @@ def ci(c: Context) -> None:
     test(c)
     test_lab(c, cpu="svm")
     test_vmx(c)
-
-
-@task(help={"runs": "runs per figure (the best counts)"})
-def bench(c: Context, runs: int = 3) -> None:
-    """In the SVM lab, on Linux KVM and kvmport: exit round trips, a compute loop and
-    bootfd.img to its banner, with ratios."""
-    build_bintest(c)
-    c.run(f"{PY} -c 'from bench.micro import c_loop; c_loop()'")
-    c.run(f"{PY} -m invoke lab --cpu svm -- 'insmod $KVMPORT_KO && python3 -m bench "
-          f"--runs {runs} --boot --device /dev/kvm --device /dev/kvmport; s=$?; rmmod kvmport; "
-          "exit $s'",
-          pty=False)
-
-
-DKMS_VERSION = "0.1.0"
-
-
-@task(help={"kernel": "kernel release to build for (default: the running kernel)",
-            "kernel_source": "its build tree, if not /lib/modules/KERNEL/build",
-            "no_install": "add and build only; do not install the module"})
-def install_dkms(c: Context, kernel: str = "", kernel_source: str = "",
-                 no_install: bool = False) -> None:
-    """Register kvmport with DKMS (/usr/src/kvmport-VERSION) and build it for a kernel."""
-    import shutil
-    from pathlib import Path
-
-    src = Path(f"/usr/src/kvmport-{DKMS_VERSION}")
-    c.run(f"dkms remove -m kvmport -v {DKMS_VERSION} --all", warn=True, hide=True)
-    if src.exists():
-        shutil.rmtree(src)
-    ignore = shutil.ignore_patterns("*.o", "*.ko", "*.cmd", "*.mod", "*.mod.c", "user",
-                                    "modules.order", "Module.symvers", ".*")
-    for part in ("include", "core", "lkm"):
-        shutil.copytree(part, src / part, ignore=ignore)
-    shutil.copy("lkm/dkms.conf", src / "dkms.conf")
-    target = f"-k {kernel}" if kernel else ""
-    srcdir = f"--kernelsourcedir {kernel_source}" if kernel_source else ""
-    c.run(f"dkms add -m kvmport -v {DKMS_VERSION}")
-    c.run(f"dkms build -m kvmport -v {DKMS_VERSION} {target} {srcdir}")
-    if not no_install:
-        c.run(f"dkms install -m kvmport -v {DKMS_VERSION} {target} {srcdir}")

@@ -44,10 +44,15 @@ def test(c: Context, device: list[str] | None = None, k: str = "") -> None:
 def test_lab(c: Context, cpu: str = "svm") -> None:
     """In one lab boot: every device test on Linux KVM and on kvmport, the differential
     test, then kvmport.ko's load/unload, dmesg and leak checks (tests/lab/suite.sh)."""
+    _lab_suite(c, cpu, "tests/lab/suite.sh")
+
+
+def _lab_suite(c: Context, cpu: str, script: str) -> None:
     build_bintest(c)
-    # build the cffi modules here: the lab guest may have no compiler (VMX lab)
+    # build the cffi modules here: the lab guest may have no compiler or Python headers
+    # (the VMX lab)
     c.run(f"{PY} -m pytest -q -p no:cacheprovider --collect-only tests >/dev/null")
-    c.run(f"{PY} -m invoke lab --cpu {cpu} -- sh tests/lab/suite.sh", pty=False)
+    c.run(f"{PY} -m invoke lab --cpu {cpu} -- sh {script}", pty=False)
 
 
 @task
@@ -64,10 +69,7 @@ def lint(c: Context) -> None:
 def test_vmx(c: Context) -> None:
     """In one VMX lab boot (Bochs, Intel VT-x, slow): kvmport.ko loads, answers and unloads
     cleanly; the micro-guest suite and bootfd.img's boot pass on Linux's kvm_intel."""
-    build_bintest(c)
-    # build the cffi modules here: the lab guest has no compiler or Python headers
-    c.run(f"{PY} -m pytest -q -p no:cacheprovider --collect-only tests >/dev/null")
-    c.run(f"{PY} -m invoke lab --cpu vmx -- sh tests/lab/suite_vmx.sh", pty=False)
+    _lab_suite(c, "vmx", "tests/lab/suite_vmx.sh")
 
 
 @task

@@ -225,6 +225,7 @@ class Machine:
     def _loop(self) -> Outcome:
         vcpu, bus, lock, counts = self.vcpu, self.bus, self.lock, self.stats.exits
         while True:
+            self._maybe_status()  # after the last exit's output, if any, went out
             with lock:
                 if self.quit_reason is not None:
                     return self.quit_reason
@@ -232,7 +233,6 @@ class Machine:
             ex = vcpu.run()
             kind = type(ex).__name__
             counts[kind] = counts.get(kind, 0) + 1
-            self._maybe_status()
             with lock:
                 match ex:
                     case exits.IoOut(port, size, _, data):

@@ -104,5 +104,5 @@ def test_a_halted_guest_says_so(kvm):
 
 def test_a_talking_console_gets_no_status_line(kvm):
     # mov dx,0x3f8; 1: mov al,'.'; out dx,al; jmp 1b
-    logged, out = run_logged(kvm, "66baf803" "b02e" "ee" "ebfb", status_after=0.3, seconds=1.5)
+    logged, out = run_logged(kvm, "66baf803" "b02e" "ee" "ebfb", status_after=1.0, seconds=3.0)
     assert out.count(b".") > 10 and not [ln for ln in logged if "console quiet" in ln], logged

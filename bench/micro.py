@@ -60,7 +60,7 @@ def pio_python(kvm: Kvm, n: int) -> Figure:
 
 def c_loop() -> Any:
     """The C exit loop (built on first use; build it before a lab without a compiler)."""
-    from tests.cbuild import build as cbuild
+    from bintest.cbuild import build as cbuild
 
     return cbuild("bench_loop", "long run_until_hlt(int, unsigned long, volatile unsigned int *);",
                   C_LOOP)
@@ -101,9 +101,8 @@ def boot(device: str) -> Figure:
     """bootfd.img under pyhost: seconds from the process start to the guest's banner."""
     import sys
 
-    import tasks_boot
+    from .boot import IMAGE, timed
 
-    r = tasks_boot._timed([sys.executable, "-m", "pyhost", "boot", str(tasks_boot.IMAGE),
-                           "--device", device])
+    r = timed([sys.executable, "-m", "pyhost", "boot", str(IMAGE), "--device", device])
     assert r["banner"] is not None, f"no banner from {device}: {r['stderr']}"
     return Figure("bootfd.img to the banner (pyhost boot)", r["banner"], "s")

@@ -1,4 +1,5 @@
-"""Run a command in a lab machine: run directory, console protocol, timeouts, dmesg."""
+"""Run a command in a lab machine: run directory, console protocol, timeouts, dmesg, and
+starting and stopping the emulator (QEMU for svm.py, Bochs for vmx.py)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from lab.common import LAB_BUILD, REPO, LabError, log
 
@@ -94,21 +96,19 @@ def make_rundir(
     cpu: str,
     argv: list[str],
     *,
-    kvm_modules: list[str],
-    cwd: str,
-    python: str,
-    guest_dir: str,
-    rules: list[str],
+    kvm_modules: list[Path],
+    python: Path,
     extra_env: dict[str, str] | None = None,
     path: str | None = None,
 ) -> RunDir:
-    """Write env.sh/cmd.sh for a run; paths given are as the guest sees them."""
+    """Write env.sh/cmd.sh for a run; paths given are as the guest sees them (every lab
+    has the checkout, lab/guest and the udev rules at their host paths)."""
     rd = RunDir(cpu=cpu, path=new_run_path(cpu))
     for f in (rd.console_log, rd.dmesg):
         f.unlink(missing_ok=True)
     guest_path = path or os.pathsep.join(
         [
-            str(Path(python).parent),
+            str(python.parent),
             "/usr/local/sbin",
             "/usr/local/bin",
             "/usr/sbin",
@@ -119,11 +119,11 @@ def make_rundir(
     )
     env = {
         "KVMPORT_LAB": cpu,
-        "LAB_KVM_MODULES": " ".join(kvm_modules),
-        "LAB_CWD": cwd,
-        "LAB_PYTHON": python,
-        "LAB_UEVENTD": f"{guest_dir}/ueventd.py",
-        "LAB_RULES": " ".join(rules),
+        "LAB_KVM_MODULES": " ".join(map(str, kvm_modules)),
+        "LAB_CWD": str(REPO),
+        "LAB_PYTHON": str(python),
+        "LAB_UEVENTD": str(GUEST_DIR / "ueventd.py"),
+        "LAB_RULES": " ".join(map(str, RULES)),
         "LAB_CMD": str(rd.cmd_file),
         "PATH": guest_path,
         "PYTHONDONTWRITEBYTECODE": "1",
@@ -292,7 +292,31 @@ def file_lines(path: Path, alive: Callable[[], bool]) -> Iterator[str]:
             time.sleep(0.2)
 
 
-def stop_process(proc: subprocess.Popen[str] | subprocess.Popen[bytes]) -> None:
+def start_emulator(what: str, cmd: list[str], **popen: Any) -> subprocess.Popen[Any]:
+    """Start the emulator in a process group of its own (stop_process ends it by that id)."""
+    try:
+        return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, start_new_session=True, **popen)
+    except OSError as exc:
+        raise LabError(f"cannot start {what}: {exc}") from exc
+
+
+def emulator_stopper(proc: subprocess.Popen[Any], grace: float) -> Callable[[bool], None]:
+    """watch_console's `stop`: once the command finished, the guest powers off by itself
+    (given `grace` seconds); otherwise, or if it does not, the emulator is stopped."""
+
+    def stop(finished: bool) -> None:
+        if finished:
+            try:
+                proc.wait(timeout=grace)
+                return
+            except subprocess.TimeoutExpired:
+                pass
+        stop_process(proc)
+
+    return stop
+
+
+def stop_process(proc: subprocess.Popen[Any]) -> None:
     """Terminate the emulator we started (its own process group, by id), then reap it."""
     if proc.poll() is not None:
         return

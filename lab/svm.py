@@ -12,7 +12,6 @@ from lab.common import (
     REPO,
     TOOLS_COMMON,
     TOOLS_SVM,
-    LabError,
     cache_dir,
     ensure_packages,
     log,
@@ -22,12 +21,12 @@ from lab.kernel import LabKernel
 from lab.pyenv import lab_python
 from lab.runner import (
     GUEST_DIR,
-    RULES,
     Outcome,
     RunDir,
+    emulator_stopper,
     make_rundir,
     process_lines,
-    stop_process,
+    start_emulator,
     watch_console,
 )
 
@@ -77,17 +76,8 @@ def run_svm(
 ) -> tuple[Outcome, RunDir]:
     ensure_packages(TOOLS_COMMON + TOOLS_SVM)
     vbin = virtme_ng_bin()
-    mods = [str(p) for p in kernel.module_deps("kvm_amd")]
-    rd = make_rundir(
-        "svm",
-        argv,
-        kvm_modules=mods,
-        cwd=str(REPO),
-        python=str(lab_python(pip)),
-        guest_dir=str(GUEST_DIR),
-        rules=[str(r) for r in RULES],
-        extra_env=extra_env,
-    )
+    rd = make_rundir("svm", argv, kvm_modules=kernel.module_deps("kvm_amd"),
+                     python=lab_python(pip), extra_env=extra_env)
     LAB_BUILD.mkdir(parents=True, exist_ok=True)
     cmd = [
         str(vbin / "vng"),
@@ -109,37 +99,14 @@ def run_svm(
     ]
     env = dict(os.environ, PATH=f"{vbin}{os.pathsep}{os.environ.get('PATH', '')}")
     log(f"booting the SVM lab: {kernel.abi} under QEMU TCG -cpu {QEMU_CPU} {EXTRA_QEMU_OPTS}")
-    try:
-        proc = subprocess.Popen(
-            cmd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            errors="replace",
-            env=env,
-            cwd=REPO,
-            start_new_session=True,
-        )
-    except OSError as exc:
-        raise LabError(f"cannot start vng: {exc}") from exc
+    proc = start_emulator("vng", cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, errors="replace", env=env, cwd=REPO)
     out = watch_console(
         process_lines(proc),
         rd,
         boot_timeout=boot_timeout,
         timeout=timeout,
         verbose=verbose,
-        stop=lambda finished: _stop(proc, finished),
+        stop=emulator_stopper(proc, grace=15),
     )
     return out, rd
-
-
-def _stop(proc: subprocess.Popen[str], finished: bool) -> None:
-    if not finished:
-        stop_process(proc)
-        return
-    # Give vng a moment to power the guest off by itself, then stop it.
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        stop_process(proc)

@@ -37,12 +37,12 @@ from lab.kernel import LabKernel
 from lab.pyenv import lab_python
 from lab.runner import (
     GUEST_DIR,
-    RULES,
     Outcome,
     RunDir,
+    emulator_stopper,
     file_lines,
     make_rundir,
-    stop_process,
+    start_emulator,
     watch_console,
 )
 
@@ -418,16 +418,7 @@ def run_vmx(
     ensure_packages(TOOLS_COMMON + TOOLS_VMX)
     py = lab_python(pip)
     kvm_mods = kernel.module_deps("kvm_intel")
-    rd = make_rundir(
-        "vmx",
-        argv,
-        kvm_modules=[str(p) for p in kvm_mods],
-        cwd=str(REPO),
-        python=str(py),
-        guest_dir=str(GUEST_DIR),
-        rules=[str(r) for r in RULES],
-        extra_env=extra_env,
-    )
+    rd = make_rundir("vmx", argv, kvm_modules=kvm_mods, python=py, extra_env=extra_env)
     log("building the VMX lab disks")
     boot = build_boot(
         kernel, "console=ttyS0,115200 quiet loglevel=4 panic=-1 tsc=reliable idle=poll", rd.path
@@ -441,17 +432,8 @@ def run_vmx(
     dbg.write_text("c\nquit\n")  # Debian's bochs has its debugger on: continue at once
     log(f"booting the VMX lab: {kernel.abi} under Bochs cpu={BOCHS_CPU} (slow: minutes)")
     with (rd.path / "bochs.stdout").open("w") as bout:
-        try:
-            proc = subprocess.Popen(
-                ["bochs", "-q", "-f", str(rc), "-rc", str(dbg)],
-                stdin=subprocess.DEVNULL,
-                stdout=bout,
-                stderr=subprocess.STDOUT,
-                cwd=rd.path,
-                start_new_session=True,
-            )
-        except OSError as exc:
-            raise LabError(f"cannot start bochs: {exc}") from exc
+        proc = start_emulator("bochs", ["bochs", "-q", "-f", str(rc), "-rc", str(dbg)],
+                              stdout=bout, stderr=subprocess.STDOUT, cwd=rd.path)
         drain_screen(rd.path / "bochs.stdout", proc)
         out = watch_console(
             file_lines(serial, lambda: proc.poll() is None),
@@ -459,7 +441,7 @@ def run_vmx(
             boot_timeout=boot_timeout,
             timeout=timeout,
             verbose=verbose,
-            stop=lambda finished: _stop(proc, finished),
+            stop=emulator_stopper(proc, grace=30),  # the guest powers off after the command
         )
     for big in (boot, root, rd.path / "initrd.gz", *rd.path.glob("*.img.lock")):
         big.unlink(missing_ok=True)  # hundreds of MiB a run; rebuilt every run anyway
@@ -521,12 +503,3 @@ def drain_screen(bochs_stdout: Path, proc: subprocess.Popen[bytes]) -> threading
     t.start()
     return t
 
-
-def _stop(proc: subprocess.Popen[bytes], finished: bool) -> None:
-    if not finished:
-        stop_process(proc)
-        return
-    try:
-        proc.wait(timeout=30)  # the guest powers off by itself after the command
-    except subprocess.TimeoutExpired:
-        stop_process(proc)

@@ -8,6 +8,7 @@
     exit = vcpu.run()                # a typed exit from pyhost.exits
 """
 
+from .cpuid import CpuidEntry
 from .errors import GuestMemoryError, KvmError, NoDeviceError, PyhostError
 from .exits import (
     Exit,
@@ -24,7 +25,7 @@ from .exits import (
     SystemEvent,
     Unknown,
 )
-from .kvm import Cap, CpuidEntry, Kvm
+from .kvm import Cap, Kvm
 from .vcpu import Vcpu
 from .vm import GuestMemory, Vm
 

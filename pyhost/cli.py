@@ -9,14 +9,14 @@ import sys
 from pathlib import Path
 
 from . import exits
+from .backend import device_backend
 from .errors import PyhostError
 from .kvm import Cap, Kvm
 from .raw import DEFAULT_MEMORY, load_raw
+from .status import EXIT_ERROR, EXIT_GUEST_FAULT, EXIT_INTERRUPTED, EXIT_OK
 from .vcpu import Vcpu
 from .x86.modes import LOAD_ADDRESS, MODES, trapped_exception
-
-# exit statuses of run-raw (and later boot)
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_GUEST_FAULT = 0, 1, 2, 3
+from .x86.registers import format_registers
 
 
 def parse_size(text: str) -> int:
@@ -38,6 +38,7 @@ def parse_address(text: str) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     with Kvm(args.device) as kvm:
         print(f"device        {kvm.path}")
+        print(f"backend       {device_backend(kvm.path).describe()}")
         print(f"api version   {kvm.api_version}")
         print(f"vcpu mmap     {kvm.vcpu_mmap_size} bytes")
         print(f"msrs listed   {len(kvm.get_msr_index_list())}")
@@ -63,13 +64,7 @@ def describe(ex: exits.Exit) -> str:
 
 
 def print_registers(vcpu: Vcpu) -> None:
-    r, s = vcpu.get_regs(), vcpu.get_sregs()
-    names = ["rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rsp", "rbp",
-             "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rip", "rflags"]
-    for i in range(0, len(names), 4):
-        print("  " + "  ".join(f"{n:>6}={getattr(r, n):016x}" for n in names[i:i + 4]))
-    print(f"  cr0={s.cr0:#x} cr3={s.cr3:#x} cr4={s.cr4:#x} efer={s.efer:#x} "
-          f"cs={s.cs.selector:#x}(base {s.cs.base:#x})")
+    print(format_registers(vcpu, columns=4))
 
 
 def cmd_run_raw(args: argparse.Namespace) -> int:
@@ -121,53 +116,40 @@ def cmd_run_raw(args: argparse.Namespace) -> int:
 
 
 def cmd_boot(args: argparse.Namespace) -> int:
-    from .boot import BootError
+    from .boot.linux import boot_spec, layout_linux
     from .hw.console import Console
-    from .machine import (
-        EXIT_INTERRUPTED,
-        Machine,
-        apply_layout,
-        boot_spec,
-        describe_spec,
-        layout_linux,
-        measure_tsc_khz,
-        tsc_usable,
-    )
+    from .machine import Machine
+    from .tsc import measure_device_tsc_khz, tsc_usable
 
     spec = boot_spec(Path(args.image) if args.image else None,
                      Path(args.kernel) if args.kernel else None,
                      Path(args.initrd) if args.initrd else None, args.append, args.label)
-    layout = layout_linux(spec.kernel, spec.initrd, spec.cmdline, args.mem)  # before the device
+    layout_linux(spec.kernel, spec.initrd, spec.cmdline, args.mem)  # its errors: no device yet
     console = Console(lambda _: None, lambda: None)
-    with Kvm(args.device) as kvm, Machine(kvm, spec, args.mem, console=console,
-                                          layout=layout) as machine:
+    with Kvm(args.device) as kvm:
+        tsc_khz, tsc_line = None, ""
         if args.tsc_khz and "tsc_early_khz=" not in spec.cmdline:
-            tsc = measure_tsc_khz(machine.vcpu)
+            tsc = measure_device_tsc_khz(kvm)
             why_not = tsc_usable(tsc)
             if tsc is not None and why_not is None:
-                cmdline = f"{spec.cmdline} tsc_early_khz={tsc.khz}".strip()
-                try:
-                    machine.layout = layout_linux(spec.kernel, spec.initrd, cmdline, args.mem)
-                except BootError:
-                    why_not = "no room left on the kernel command line"
-                else:
-                    spec.cmdline = cmdline
-                    apply_layout(machine.vm, machine.vcpu, machine.layout)
+                tsc_khz = tsc.khz
+            measured = "" if tsc is None else f"{tsc.khz} kHz (+-{tsc.error_ppm:.0f} ppm)"
+            tsc_line = measured if why_not is None else \
+                f"{measured}{'; ' if tsc else ''}{why_not}, unused"
+        with Machine(kvm, spec, args.mem, tsc_khz=tsc_khz, console=console) as machine:
+            if tsc_khz is not None and machine.tsc_khz is None:
+                tsc_line += "; no room left on the kernel command line, unused"
+            if args.verbose and tsc_line:
+                print(f"pyhost: guest TSC: {tsc_line}", file=sys.stderr)
             if args.verbose:
-                measured = "" if tsc is None else f"{tsc.khz} kHz (+-{tsc.error_ppm:.0f} ppm)"
-                print(f"pyhost: guest TSC: {measured}"
-                      f"{'' if why_not is None else ('; ' if tsc else '') + why_not + ', unused'}",
-                      file=sys.stderr)
-        if args.verbose:
-            print(f"pyhost: {describe_spec(spec, machine.layout, kvm, args.mem)}",
-                  file=sys.stderr)
-        outcome = machine.run()
-        print(f"pyhost: {outcome.message}", file=sys.stderr)
-        if outcome.registers:
-            print(f"pyhost: registers: {outcome.registers}", file=sys.stderr)
-        if args.verbose or outcome.status == EXIT_INTERRUPTED:
-            print(f"pyhost: {machine.summary()}", file=sys.stderr)
-        return outcome.status
+                print(f"pyhost: {machine.describe()}", file=sys.stderr)
+            outcome = machine.run()
+            print(f"pyhost: {outcome.message}", file=sys.stderr)
+            if outcome.registers:
+                print(f"pyhost: registers: {outcome.registers}", file=sys.stderr)
+            if args.verbose or outcome.status == EXIT_INTERRUPTED:
+                print(f"pyhost: {machine.summary()}", file=sys.stderr)
+            return outcome.status
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -241,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("pyhost: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stdout = open(os.devnull, "w")  # quiets the flush at exit
         return EXIT_OK

@@ -1,16 +1,19 @@
-"""The system fd: `Kvm` opens the device and answers system ioctls."""
+"""The system fd: `Kvm` opens the device and answers system ioctls.
+
+Imports go one way, system -> VM -> VCPU (kvm.py -> vm.py -> vcpu.py): a VM is given what
+it needs from the system fd (the run area's size), never the `Kvm` itself."""
 
 from __future__ import annotations
 
 import enum
 import errno
 import os
-from dataclasses import dataclass
-from typing import Any
 
 from .abi import constants, ffi
+from .cpuid import CpuidEntry, cpuid_entries, new_cpuid2
 from .errors import KvmError, NoDeviceError, PyhostError
 from .ioctl import kvm_ioctl
+from .vm import Vm
 
 DEVICE_ENV = "PYHOST_DEVICE"
 DEFAULT_DEVICES = ("/dev/kvmport", "/dev/kvm")
@@ -18,19 +21,6 @@ API_VERSION = 12
 
 Cap = enum.IntEnum("Cap", {k[4:]: v for k, v in constants("CAP_").items()})  # type: ignore[misc]
 Cap.__doc__ = "KVM_CHECK_EXTENSION capabilities, named as in include/kvmport."
-
-
-@dataclass(frozen=True)
-class CpuidEntry:
-    """One CPUID result (kvm_cpuid_entry2 without its padding)."""
-
-    function: int
-    index: int = 0
-    flags: int = 0
-    eax: int = 0
-    ebx: int = 0
-    ecx: int = 0
-    edx: int = 0
 
 
 def device_candidates(path: str | None = None) -> list[str]:
@@ -137,25 +127,8 @@ class Kvm:
             return cpuid_entries(buf)
 
     def create_vm(self, machine_type: int = 0) -> Vm:
-        return Vm(self, kvm_ioctl(self.fd, "CREATE_VM", machine_type))
+        run_size = self.vcpu_mmap_size  # asked first: a failure then leaks no VM fd
+        return Vm(kvm_ioctl(self.fd, "CREATE_VM", machine_type), run_size)
 
     def __repr__(self) -> str:
         return f"Kvm({self.path!r})"
-
-
-_CPUID_FIELDS = ("function", "index", "flags", "eax", "ebx", "ecx", "edx")
-
-
-def new_cpuid2(nent: int, entries: list[CpuidEntry] | None = None) -> Any:
-    """A struct kvmp_cpuid2 with room for nent entries, filled from entries if given."""
-    c = ffi.new("struct kvmp_cpuid2 *", {"nent": nent, "entries": nent})
-    for dst, e in zip(c.entries, entries or [], strict=False):
-        for field in _CPUID_FIELDS:
-            setattr(dst, field, getattr(e, field))
-    return c
-
-
-def cpuid_entries(c: Any) -> list[CpuidEntry]:
-    return [CpuidEntry(*(getattr(e, f) for f in _CPUID_FIELDS)) for e in c.entries[0:c.nent]]
-
-from .vm import Vm  # noqa: E402  (Vm needs Kvm's module loaded first)

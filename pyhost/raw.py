@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from .cpuid import CpuidEntry
 from .errors import PyhostError
-from .kvm import CpuidEntry, Kvm
+from .kvm import Kvm
 from .vcpu import Vcpu
 from .vm import PAGE_SIZE, Vm
 from .x86.modes import LOAD_ADDRESS, LOW_STRUCTURES_END, Mode, setup_mode

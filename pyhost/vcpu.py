@@ -6,16 +6,13 @@ import mmap
 import os
 import signal
 import threading
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from . import exits
 from .abi import constants, ffi, lib
+from .cpuid import CpuidEntry, new_cpuid2
 from .errors import KvmError, PyhostError
 from .ioctl import kvm_ioctl
-from .kvm import CpuidEntry, new_cpuid2
-
-if TYPE_CHECKING:
-    from .vm import Vm
 
 EXIT = constants("EXIT_")
 # The signal that kicks a VCPU out of KVM_RUN; its handler (in C) does nothing.
@@ -37,18 +34,16 @@ def _install_kick_handler() -> None:
 class Vcpu:
     """A virtual CPU: create it with `Vm.create_vcpu()`; run it on one thread at a time."""
 
-    def __init__(self, vm: Vm, fd: int, vcpu_id: int,
+    def __init__(self, fd: int, vcpu_id: int, mmap_size: int,
                  run_area: Literal["mmap", "ioctl"] = "mmap") -> None:
-        self.vm = vm
         self.fd = fd
         self.id = vcpu_id
         self.run_area = run_area
         self._map: mmap.mmap | None = None
         self._ioctl_map: tuple[Any, int] | None = None
-        size = vm.kvm.vcpu_mmap_size
         try:
             if run_area == "mmap":
-                self._map = mmap.mmap(fd, size, mmap.MAP_SHARED,
+                self._map = mmap.mmap(fd, mmap_size, mmap.MAP_SHARED,
                                       mmap.PROT_READ | mmap.PROT_WRITE)
                 self._cbuf = ffi.from_buffer(self._map)
                 base = ffi.cast("char *", self._cbuf)

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import mmap
 import os
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from .abi import ffi
 from .errors import GuestMemoryError, PyhostError
 from .ioctl import kvm_ioctl
-
-if TYPE_CHECKING:
-    from .kvm import Kvm
-    from .vcpu import Vcpu
+from .vcpu import Vcpu
 
 PAGE_SIZE = 4096
 
@@ -70,9 +67,9 @@ class GuestMemory:
 class Vm:
     """A virtual machine: create it with `Kvm.create_vm()`."""
 
-    def __init__(self, kvm: Kvm, fd: int) -> None:
-        self.kvm = kvm
+    def __init__(self, fd: int, vcpu_mmap_size: int) -> None:
         self.fd = fd
+        self.vcpu_mmap_size = vcpu_mmap_size  # KVM_GET_VCPU_MMAP_SIZE of the system fd
         self.memory: dict[int, GuestMemory] = {}  # by slot
         self.vcpus: list[Vcpu] = []
 
@@ -94,11 +91,10 @@ class Vm:
     def create_vcpu(self, vcpu_id: int | None = None,
                     run_area: Literal["mmap", "ioctl"] = "mmap") -> Vcpu:
         """KVM_CREATE_VCPU; run_area picks mmap of the fd or kvmport's KVM_MMAP_VCPU."""
-        from .vcpu import Vcpu
-
         if vcpu_id is None:
             vcpu_id = len(self.vcpus)
-        vcpu = Vcpu(self, kvm_ioctl(self.fd, "CREATE_VCPU", vcpu_id), vcpu_id, run_area)
+        vcpu = Vcpu(kvm_ioctl(self.fd, "CREATE_VCPU", vcpu_id), vcpu_id, self.vcpu_mmap_size,
+                    run_area)
         self.vcpus.append(vcpu)
         return vcpu
 

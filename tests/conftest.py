@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
@@ -93,5 +92,3 @@ def raw_guest(kvm: Kvm, run_area: str) -> Iterator[GuestFactory]:
 def guest_symbols() -> Callable[[str], dict[str, int]]:
     return symbols
 
-
-ROOT = Path(__file__).resolve().parent.parent

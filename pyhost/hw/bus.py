@@ -22,6 +22,13 @@ class PortDevice(Protocol):
     def io_write(self, port: int, size: int, value: int) -> None: ...
 
 
+class PcDevice(PortDevice, Protocol):
+    """A device that knows its own ports: `ports` is ((first port, count), ...)."""
+
+    @property
+    def ports(self) -> tuple[tuple[int, int], ...]: ...
+
+
 class MmioDevice(Protocol):
     def mmio_read(self, address: int, size: int) -> int: ...
 
@@ -57,6 +64,11 @@ class Bus:
             if port in self.ports:
                 raise ValueError(f"port {port:#x} is already taken by {self.ports[port]!r}")
             self.ports[port] = device
+
+    def register_device(self, device: PcDevice) -> None:
+        """Each of the device's own port ranges."""
+        for start, length in device.ports:
+            self.register_ports(start, length, device)
 
     def register_mmio(self, start: int, length: int, device: MmioDevice) -> None:
         for r in self.mmio:
@@ -124,9 +136,14 @@ class Bus:
         r.device.mmio_write(address, len(data), int.from_bytes(data, "little"))
 
 
+POST_PORT, DELAY_PORT = 0x80, 0xED
+
+
 class Ignored:
     """Ports that exist but do nothing (POST code 0x80, the 0xED delay port): reads give
     all-ones, writes are dropped, nothing is logged."""
+
+    ports = ((POST_PORT, 1), (DELAY_PORT, 1))
 
     def io_read(self, port: int, size: int) -> int:
         return (1 << (8 * size)) - 1
@@ -142,6 +159,7 @@ class PciNoDevices:
 
     ADDRESS = 0xCF8
     DATA = 0xCFC
+    ports = ((ADDRESS, 8),)
 
     def __init__(self) -> None:
         self.address = 0

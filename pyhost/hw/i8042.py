@@ -17,6 +17,8 @@ CMD_RESET = 0xFE
 
 
 class I8042:
+    ports = ((DATA_PORT, 1), (COMMAND_PORT, 1))
+
     def __init__(self, on_reset: Callable[[], None]) -> None:
         self.on_reset = on_reset
         self.ccb = 0x45  # keyboard interrupt and translation on, system flag

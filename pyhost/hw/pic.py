@@ -36,23 +36,29 @@ class I8259:
     def __init__(self, name: str, base_port: int) -> None:
         self.name = name
         self.base_port = base_port
-        self.irr = 0
-        self.isr = 0
+        self._reset()
         self.imr = 0xFF  # masked until programmed
         self.levels = 0  # the input lines as last driven
         self.vector_base = 0x08 if base_port == 0x20 else 0x70  # the BIOS's, until ICW2
-        self.priority_add = 0
-        self.read_isr = False
-        self.poll = False
-        self.special_mask = False
-        self.auto_eoi = False
-        self.rotate_on_auto_eoi = False
         self.level_triggered = False
         self.single = False
         self.icw3 = 0
         self.init_state = 0  # 0: operational; 2, 3, 4: expecting ICW2, ICW3, ICW4
         self.icw4_needed = False
         self.cascade: I8259 | None = None  # master only: the slave on input 2
+
+    def _reset(self) -> None:
+        """What ICW1 clears: requests, in-service, mask, priority and the OCW3/auto-EOI
+        modes (a new chip starts the same, but masked)."""
+        self.irr = 0
+        self.isr = 0
+        self.imr = 0
+        self.priority_add = 0
+        self.read_isr = False
+        self.poll = False
+        self.special_mask = False
+        self.auto_eoi = False
+        self.rotate_on_auto_eoi = False
 
     # -- lines --------------------------------------------------------------
     def set_irq(self, irq: int, level: bool) -> None:
@@ -117,19 +123,11 @@ class I8259:
     # -- registers ------------------------------------------------------------
     def write_command(self, value: int) -> None:
         if value & 0x10:  # ICW1
+            self._reset()
             self.init_state = 2
             self.icw4_needed = bool(value & 0x01)
             self.single = bool(value & 0x02)
             self.level_triggered = bool(value & 0x08)
-            self.imr = 0
-            self.isr = 0
-            self.irr = 0
-            self.priority_add = 0
-            self.special_mask = False
-            self.read_isr = False
-            self.poll = False
-            self.auto_eoi = False
-            self.rotate_on_auto_eoi = False
             return
         if value & 0x08:  # OCW3
             if value & 0x04:
@@ -198,6 +196,7 @@ class PicPair:
 
     MASTER_PORT = 0x20
     SLAVE_PORT = 0xA0
+    ports = ((MASTER_PORT, 2), (SLAVE_PORT, 2))
 
     def __init__(self, on_change: Callable[[], None] | None = None) -> None:
         self.master = I8259("master", self.MASTER_PORT)

@@ -173,6 +173,7 @@ class Pit:
 
     BASE = 0x40
     PORT_B = 0x61
+    ports = ((BASE, 4), (PORT_B, 1))
 
     def __init__(self, clock: Callable[[], int] = time.monotonic_ns,
                  on_program: Callable[[], None] | None = None) -> None:

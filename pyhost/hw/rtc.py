@@ -32,6 +32,8 @@ def _from_bcd(v: int) -> int:
 
 
 class Cmos:
+    ports = ((INDEX_PORT, 2),)  # with DATA_PORT
+
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
         self.offset = 0.0  # guest time minus host time, after the guest set the clock

@@ -37,6 +37,7 @@ class Uart8250:
         self.output = output
         self.set_irq = set_irq
         self.base = base
+        self.ports = ((base, 8),)  # THR/RBR/DLL, IER/DLM, IIR/FCR, LCR, MCR, LSR, MSR, SCR
         self.ier = 0
         self.lcr = 0
         self.mcr = 0

@@ -10,9 +10,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from bintest.cbuild import build
 from pyhost.abi import INCLUDE_DIR
-
-from ..cbuild import build
 
 CORE = INCLUDE_DIR.parent / "core"
 # the pure-logic sources and the headers that declare what tests call

@@ -10,7 +10,7 @@ import pytest
 
 from pyhost.abi import ffi as abi_ffi
 from pyhost.abi import lib as abi
-from pyhost.kvm import CpuidEntry, cpuid_entries
+from pyhost.cpuid import CpuidEntry, cpuid_entries
 
 from .corelib import load
 

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from bintest.cbuild import build
 from pyhost.abi import lib
-
-from ..cbuild import build
 
 
 def _source(name: str, reg: str, width: int, mov: str) -> str:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
 import pytest
 
 from bintest.build import build
-from pyhost.cli import EXIT_GUEST_FAULT, EXIT_OK, main, parse_size
+from pyhost.cli import main, parse_size
+from pyhost.status import EXIT_GUEST_FAULT, EXIT_OK
 
 
 def test_parse_size():
@@ -24,6 +26,9 @@ def test_info_lists_capabilities(device, capsys):
     out = capsys.readouterr().out
     assert f"device        {device}" in out and "api version   12" in out
     assert "IMMEDIATE_EXIT" in out and "USER_MEMORY" in out
+    assert "\nbackend       " in out
+    if device == "/dev/kvm" and os.path.isdir("/sys/module/kvm_pvm"):
+        assert "backend       kvm_pvm (emulated: " in out  # this build machine's device
 
 
 def test_run_raw_demo0_prints_the_registers_at_the_stop(device, capsys):

@@ -1,14 +1,18 @@
 """The machine's exit switch on the host's device with tiny 32-bit guests put where the
 bootfd kernel's entry is (a real kernel boot is far too slow here): console output through
-the UART, power-off, triple fault, i8042 reset, and interrupt-window handling."""
+the UART, power-off, triple fault, i8042 reset, interrupt-window handling, and the status
+line of a quiet console."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
 
-from pyhost.machine import EXIT_GUEST_FAULT, EXIT_OK, Machine, boot_spec
+from pyhost.boot.linux import boot_spec
+from pyhost.machine import Machine, Outcome
+from pyhost.status import EXIT_GUEST_FAULT, EXIT_OK
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -61,3 +65,44 @@ def test_pending_interrupt_waits_for_a_window(machine):
     machine._inject()  # never run: not ready for injection, so ask for the window
     assert vcpu.request_interrupt_window and pic.pending()
     assert machine.stats.injected == 0
+
+
+def run_logged(kvm, code: str, status_after: float, seconds: float) -> tuple[list[str], bytes]:
+    """Run `code` at the kernel's entry for `seconds` with a quiet-console status line
+    every `status_after` seconds; the lines logged and the console output."""
+    logged: list[str] = []
+    out: list[bytes] = []
+    spec = boot_spec(ROOT / "bintest" / "bootfd.img")
+    with Machine(kvm, spec, 32 << 20, output=out.append, log=logged.append,
+                 status_after=status_after) as m:
+        put(m, code)
+        timer = threading.Timer(seconds, m.quit, (Outcome(EXIT_OK, "test over"),))
+        timer.start()
+        try:
+            outcome = m.run()
+        finally:
+            timer.cancel()
+    assert outcome.message == "test over", outcome
+    return logged, b"".join(out)
+
+
+def test_a_quiet_console_gets_periodic_status_lines(kvm):
+    # 1: out 0x80,al (the POST port: an exit, no output); jmp 1b
+    logged, out = run_logged(kvm, "e680" "ebfc", status_after=0.5, seconds=2.2)
+    status = [ln for ln in logged if "console quiet" in ln]
+    assert out == b"" and 2 <= len(status) <= 5, logged  # about every 0.5 s, not per exit
+    assert all("exits/s" in ln and "guest running at rip=0x" in ln
+               and "in protected mode" in ln for ln in status), status
+
+
+def test_a_halted_guest_says_so(kvm):
+    logged, _ = run_logged(kvm, "fb" "f4" "ebfd", status_after=0.3, seconds=1.2)  # sti; hlt
+    status = [ln for ln in logged if "console quiet" in ln]
+    assert status and all("halted, waiting for an interrupt" in ln and "(IF=1)" in ln
+                          for ln in status), logged
+
+
+def test_a_talking_console_gets_no_status_line(kvm):
+    # mov dx,0x3f8; 1: mov al,'.'; out dx,al; jmp 1b
+    logged, out = run_logged(kvm, "66baf803" "b02e" "ee" "ebfb", status_after=1.0, seconds=3.0)
+    assert out.count(b".") > 10 and not [ln for ln in logged if "console quiet" in ln], logged

@@ -1,4 +1,4 @@
-"""The Linux loader (pyhost.machine): what it puts in guest memory and registers for the
+"""The Linux loader (pyhost.boot.linux): what it puts in guest memory and registers for the
 committed bootfd kernel, computed without a VM and applied to a VCPU that never runs
 (the host's /dev/kvm is far too slow to boot it; the lab test does that)."""
 
@@ -11,19 +11,17 @@ from pathlib import Path
 import pytest
 
 from pyhost.boot import BootError
-from pyhost.boot.bzimage import BOOT_CS, BOOT_DS, E820_RAM, E820_RESERVED, boot_gdt
+from pyhost.boot.bzimage import BOOT_CS, BOOT_DS, E820_RAM, E820_RESERVED, BzImage, boot_gdt
 from pyhost.boot.fat import FatImage
-from pyhost.kvm import CpuidEntry
-from pyhost.machine import (
+from pyhost.boot.linux import (
     BOOT_GDT_ADDR,
-    CPUID_APIC,
     PAGE_TABLES_ADDR,
     BootSpec,
-    Machine,
     apply_layout,
-    guest_cpuid,
     layout_linux,
 )
+from pyhost.cpuid import CpuidEntry
+from pyhost.machine import CPUID_APIC, Machine, guest_cpuid
 
 ROOT = Path(__file__).resolve().parents[2]
 MiB = 1 << 20
@@ -173,7 +171,7 @@ class FakeTscVcpu:
 
 
 def test_tsc_measurement_and_plausibility():
-    from pyhost.machine import TscMeasurement, measure_tsc_khz, tsc_usable
+    from pyhost.tsc import TscMeasurement, measure_tsc_khz, tsc_usable
 
     m = measure_tsc_khz(FakeTscVcpu(2_500_000), duration=0.05)  # type: ignore[arg-type]
     assert m is not None and abs(m.khz - 2_500_000) <= 2_500_000 * max(m.error_ppm, 50) / 1e6
@@ -181,3 +179,17 @@ def test_tsc_measurement_and_plausibility():
     assert "imprecise" in (tsc_usable(TscMeasurement(2_500_000, 800)) or "")
     assert "implausible" in (tsc_usable(TscMeasurement(19, 20)) or "")
     assert tsc_usable(None) == "not readable"
+
+
+def test_machine_passes_tsc_khz_when_the_command_line_has_room(kvm, bootfd):
+    kernel, initrd = bootfd
+    with Machine(kvm, BootSpec(kernel, initrd, CMDLINE), 64 * MiB, tsc_khz=2_500_000,
+                 output=lambda b: None) as m:
+        want = f"{CMDLINE} tsc_early_khz=2500000".encode() + b"\0"
+        assert m.tsc_khz == 2_500_000 and m.cmdline.endswith("tsc_early_khz=2500000")
+        assert m.vm.read(m.layout.plan.cmdline_addr, len(want)) == want
+    full = "x" * BzImage(kernel).header.cmdline_size  # no room for one more argument
+    with Machine(kvm, BootSpec(kernel, initrd, full), 64 * MiB, tsc_khz=2_500_000,
+                 output=lambda b: None) as m:
+        assert m.tsc_khz is None and m.cmdline == full
+        assert m.vm.read(m.layout.plan.cmdline_addr, len(full) + 1) == full.encode() + b"\0"

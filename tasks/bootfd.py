@@ -1,4 +1,4 @@
-"""bootfd.img recipe: `invoke build-bootfd`.
+"""The bootfd.img recipe: `invoke build-bootfd`.
 
 Builds bintest/bootfd.img, a bootable FAT12 floppy holding SYSLINUX, a tiny 32-bit Linux
 kernel (Debian's linux-source-6.1, tinyconfig + kvmport_bootfd.config) and an initramfs whose
@@ -17,8 +17,8 @@ from pathlib import Path
 
 from invoke import Context, task
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent.parent
+ROOT = Path(__file__).resolve().parent.parent
+HERE = ROOT / "bintest" / "bootfd"  # the recipe's inputs: configs, init.c
 BUILD = ROOT / "build" / "bootfd"
 IMAGE = ROOT / "bintest" / "bootfd.img"
 SHA_FILE = ROOT / "bintest" / "bootfd.img.sha256"

@@ -1,9 +1,8 @@
-"""Lab tasks: `invoke lab` (run a command in a lab machine) and `invoke build-kext`."""
+"""`invoke lab`: run a command in a lab machine (lab/ does it)."""
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from invoke import task
 from invoke.context import Context
@@ -78,51 +77,3 @@ def lab(
         raise Exit("lab: interrupted; the lab machine was stopped", code=130) from None
     if status:
         raise Exit(code=status)
-
-
-@task(
-    help={
-        "kdir": "kernel build tree to build against (default: the running kernel's, or "
-        "the lab kernel's headers when this host cannot load modules)",
-        "lab_kernel": "build against the lab kernel's headers (Debian linux-headers-<abi>)",
-        "load": "load the module after building: insmod here if the host can, else in the "
-        "SVM lab (default); --no-load to only build",
-        "cpu": "lab to load it in when the host cannot (svm or vmx)",
-    },
-)
-def build_kext(
-    c: Context, kdir: str = "", lab_kernel: bool = False, load: bool = True, cpu: str = "svm"
-) -> None:
-    """Build lkm/ (kvmport.ko) against a kernel's headers and load it.
-
-    On a Linux host with module loading: the running kernel's headers, then insmod
-    (reloading an older copy) and a KVM_GET_API_VERSION check. Here (no modules on
-    the host): the lab kernel's headers, then load/check/unload inside the lab.
-    """
-    from lab.main import build_and_load
-
-    try:
-        status = build_and_load(
-            kdir=Path(kdir) if kdir else None, lab_kernel=lab_kernel, load=load, cpu=cpu
-        )
-    except LabError as exc:
-        raise Exit(f"build-kext: {exc}", code=125) from None
-    if status:
-        raise Exit(code=status)
-
-
-@task(
-    iterable=["path"],
-    help={
-        "path": "directory to check (repeatable; default lkm)",
-        "strict": "also report checkpatch's CHECK-level (--strict) findings",
-    },
-)
-def checkpatch(c: Context, path: list[str] | None = None, strict: bool = False) -> None:
-    """Run Linux's checkpatch.pl --no-tree on lkm/ C files (script cached from linux-source)."""
-    from lab.checkpatch import run_checkpatch
-
-    try:
-        run_checkpatch(path or ["lkm"], strict=strict)
-    except LabError as exc:
-        raise Exit(f"checkpatch: {exc}", code=1) from None

@@ -1,14 +1,15 @@
-"""Boot benchmark: `invoke bench-boot` times bintest/bootfd.img to its banner under
-pyhost on each device and under plain QEMU, all inside the same SVM lab.
+"""Boot benchmark: bintest/bootfd.img timed to its banner under pyhost on each device and
+under plain QEMU, all inside the same lab (`invoke bench-boot` runs it there):
 
-The lab half is this file run as a script (`python3 tasks_boot.py measure ...`): the lab's
-Python has no invoke, so nothing below the task needs it.
+    python3 -m bench.boot [--runs N] DEVICE...
+
+`timed()` is also `python -m bench --boot`'s measurement.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
-import shlex
 import subprocess
 import sys
 import threading
@@ -17,20 +18,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parent.parent
 IMAGE = ROOT / "bintest" / "bootfd.img"
 BANNER = b"kvmport bootfd: hello from the guest"
 END = b"reboot: System halted"
 TIMEOUT = 900.0
 
-try:
-    from invoke import task
-except ImportError:  # in the lab: only measure() is used
-    def task(*args: Any, **kwargs: Any) -> Any:  # type: ignore[misc]
-        return args[0] if args and callable(args[0]) else (lambda f: f)
-
-
-def _timed(argv: list[str], until: bytes = END, timeout: float = TIMEOUT,
+def timed(argv: list[str], until: bytes = END, timeout: float = TIMEOUT,
            stop: bool = False) -> dict[str, Any]:
     """Run argv; seconds until BANNER and until `until` appear on its stdout, then (stop)
     kill it or wait for its exit."""
@@ -86,7 +80,6 @@ def measure(devices: list[str], runs: int = 1) -> int:
     py = sys.executable
     kernel_args = ["-kernel", "build/bench-boot/vmlinuz", "-initrd", "build/bench-boot/initrd.gz",
                    "-append", "console=ttyS0 reboot=t io_delay=none quiet panic=-1"]
-    sys.path.insert(0, str(ROOT))
     from pyhost.boot.fat import FatImage
 
     fs = FatImage(IMAGE.read_bytes())
@@ -97,13 +90,13 @@ def measure(devices: list[str], runs: int = 1) -> int:
             "-monitor", "none", "-serial", "stdio", "-display", "none"]
     cases: list[tuple[str, Callable[[], dict[str, Any]]]] = []
     for dev in devices:
-        cases.append((f"pyhost {dev}", lambda d=dev: _timed(  # type: ignore[misc]
+        cases.append((f"pyhost {dev}", lambda d=dev: timed(  # type: ignore[misc]
             [py, "-m", "pyhost", "boot", str(IMAGE), "--device", d, "-v"])))
-    cases.append(("qemu TCG -fda (BIOS, SYSLINUX)", lambda: _timed(
+    cases.append(("qemu TCG -fda (BIOS, SYSLINUX)", lambda: timed(
         [*qemu, "-fda", str(IMAGE), "-boot", "a"], stop=True)))
-    cases.append(("qemu TCG -kernel", lambda: _timed([*qemu, *kernel_args], stop=True)))
+    cases.append(("qemu TCG -kernel", lambda: timed([*qemu, *kernel_args], stop=True)))
     if os.path.exists("/dev/kvm") and os.environ.get("KVMPORT_LAB"):  # not the host's PVM
-        cases.append(("qemu KVM -kernel (userspace PIC/PIT)", lambda: _timed(
+        cases.append(("qemu KVM -kernel (userspace PIC/PIT)", lambda: timed(
             [*qemu, "-accel", "kvm", "-machine", "pc,kernel-irqchip=off", *kernel_args],
             stop=True)))
     results: dict[str, list[dict[str, Any]]] = {}
@@ -141,30 +134,15 @@ def measure(devices: list[str], runs: int = 1) -> int:
     return 0 if ok else 1
 
 
-@task(help={"devices": "comma-separated devices for pyhost (default /dev/kvm,/dev/kvmport)",
-            "runs": "runs per case", "cpu": "lab: svm (vmx works but is very slow)"})
-def bench_boot(c: Any, devices: str = "/dev/kvm,/dev/kvmport", runs: int = 1,
-               cpu: str = "svm") -> None:
-    """Time bootfd.img to its banner: pyhost on each device vs QEMU, inside the lab."""
-    devs = [d for d in devices.split(",") if d]
-    inner = f"python3 tasks_boot.py measure --runs {runs} " + " ".join(shlex.quote(d)
-                                                                      for d in devs)
-    if "/dev/kvmport" in devs:
-        inner = f"insmod $KVMPORT_KO && {inner}"
-    c.run(f"{shlex.quote(sys.executable)} -m invoke lab --cpu {cpu} -- {shlex.quote(inner)}",
-          pty=False)
-
-
-def _main(argv: list[str]) -> int:
-    if not argv or argv[0] != "measure":
-        print("usage: python3 tasks_boot.py measure [--runs N] DEVICE...", file=sys.stderr)
-        return 2
-    args = argv[1:]
-    runs = 1
-    if args[:1] == ["--runs"]:
-        runs, args = int(args[1]), args[2:]
-    return measure(args, runs)
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python3 -m bench.boot",
+                                description="Time bootfd.img to its banner: pyhost on each "
+                                "DEVICE, then QEMU.")
+    p.add_argument("--runs", type=int, default=1, help="runs per case")
+    p.add_argument("devices", nargs="+", metavar="DEVICE", help="KVM device for pyhost")
+    args = p.parse_args(argv)
+    return measure(args.devices, args.runs)
 
 
 if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1:]))
+    sys.exit(main())

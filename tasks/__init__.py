@@ -1,0 +1,20 @@
+"""Project tasks (invoke), one module per area; `invoke --list` shows them.
+
+    core.py        build-bintest, test, test-lab, test-vmx, lint, ci
+    labs.py        lab
+    kext.py        build-kext, checkpatch, install-dkms
+    bootfd.py      build-bootfd (the bintest/bootfd.img recipe)
+    benchmarks.py  bench, bench-boot (the measuring is bench/'s)
+
+invoke puts tasks/ itself first on sys.path: a module here named like a top-level package
+(lab, bench, ...) would hide it, hence labs.py and benchmarks.py.
+"""
+
+from invoke import Collection
+
+from . import benchmarks, bootfd, core, kext, labs
+
+ns = Collection()
+for module in (core, labs, kext, bootfd, benchmarks):
+    for t in Collection.from_module(module).tasks.values():
+        ns.add_task(t)

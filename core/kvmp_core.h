@@ -1,23 +1,23 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * The portable core's objects: VMs, VCPUs, memory slots, and the interface a
- * hardware backend (AMD SVM, Intel VMX) implements.
+ * The portable core's objects (VMs, VCPUs, memory slots) and the services its
+ * files give each other and the backends.  Three headers, by audience:
+ * kvmp_port.h (what a port calls), this one (the core's insides),
+ * kvmp_backend.h (what a hardware backend implements).
  */
 #ifndef KVMPORT_CORE_KVMP_CORE_H
 #define KVMPORT_CORE_KVMP_CORE_H
 
-#include <kvmport/kvmport_ext.h>
-
 #include "kvmp_decode.h"
 #include "kvmp_os.h"
+#include "kvmp_port.h"
 
 #define KVMP_MAX_VCPUS		64
 #define KVMP_MAX_VCPU_ID	1023
 #define KVMP_MAX_SLOTS		32
 #define KVMP_MAX_CPUID_ENTRIES	256
 #define KVMP_MAX_MSR_ENTRIES	256
-/* run area: the kvmp_run page, then the page port I/O data goes through */
-#define KVMP_RUN_PAGES		2
+/* run area (KVMP_RUN_PAGES, kvmp_port.h): the page port I/O data goes through */
 #define KVMP_PIO_OFFSET		KVMP_PAGE_SIZE
 
 /* GPR indices, in the x86 encoding order */
@@ -111,66 +111,6 @@ enum {
 	KVMP_SEG_GS
 };
 
-/* what the run loop does after a backend handled one exit */
-enum kvmp_exit_action {
-	KVMP_REENTER = 1,	/* handled in the kernel: enter the guest again */
-	KVMP_TO_USER = 0,	/* run->exit_reason is set: return to the VMM */
-};
-
-/*
- * A hardware backend.  run() enters the guest once and handles the exit; it
- * returns enum kvmp_exit_action or a negative errno.  Everything else is
- * called with the VCPU lock held and may sleep.
- */
-struct kvmp_backend {
-	const char *name;
-	int (*hardware_setup)(void);		/* checks support; global state */
-	void (*hardware_unsetup)(void);
-	int (*cpu_enable)(void *unused);	/* on each CPU */
-	int (*cpu_disable)(void *unused);
-
-	int (*vm_init)(struct kvmp_vm *vm);
-	void (*vm_destroy)(struct kvmp_vm *vm);
-	/* drop every nested mapping of [gpa, gpa + size) */
-	void (*unmap_range)(struct kvmp_vm *vm, u64 gpa, u64 size);
-
-	int (*vcpu_create)(struct kvmp_vcpu *vcpu);
-	void (*vcpu_free)(struct kvmp_vcpu *vcpu);
-	void (*get_regs)(struct kvmp_vcpu *vcpu, struct kvmp_regs *regs);
-	void (*set_regs)(struct kvmp_vcpu *vcpu, const struct kvmp_regs *regs);
-	void (*get_sregs)(struct kvmp_vcpu *vcpu, struct kvmp_sregs *sregs);
-	int (*set_sregs)(struct kvmp_vcpu *vcpu, const struct kvmp_sregs *sregs);
-	/* MSRs the backend keeps (EFER, SYSCALL and SYSENTER state, ...) */
-	int (*get_msr)(struct kvmp_vcpu *vcpu, u32 index, u64 *data);
-	int (*set_msr)(struct kvmp_vcpu *vcpu, u32 index, u64 data);
-	/* the guest can take an external interrupt right now */
-	bool (*interrupt_allowed)(struct kvmp_vcpu *vcpu);
-	bool (*if_flag)(struct kvmp_vcpu *vcpu);
-	int (*run)(struct kvmp_vcpu *vcpu);
-};
-
-extern const struct kvmp_backend *kvmp_backend;
-#ifndef KVMP_CDEF	/* the userspace test build has neither */
-extern const struct kvmp_backend kvmp_svm_backend;
-extern const struct kvmp_backend kvmp_vmx_backend;
-#endif
-/* the backends a build has, tried in order (defined by the port's build) */
-extern const struct kvmp_backend *const kvmp_backends[];
-extern const unsigned int kvmp_nr_backends;
-
-/* kvmp_main.c: the entry points a port calls (from its fd operations) */
-int kvmp_core_init(void);
-void kvmp_core_exit(void);
-long kvmp_system_ioctl(unsigned int ioctl, unsigned long arg);
-int kvmp_vm_create(unsigned long type, struct kvmp_vm **vmp);
-void kvmp_vm_put(struct kvmp_vm *vm);
-long kvmp_vm_ioctl(struct kvmp_vm *vm, unsigned int ioctl, unsigned long arg);
-int kvmp_vcpu_create(struct kvmp_vm *vm, unsigned long id,
-		     struct kvmp_vcpu **vcpup);
-void kvmp_vcpu_destroy(struct kvmp_vcpu *vcpu);
-long kvmp_vcpu_ioctl(struct kvmp_vcpu *vcpu, unsigned int ioctl,
-		     unsigned long arg);
-u64 kvmp_vcpu_run_page_pa(struct kvmp_vcpu *vcpu, unsigned long pgoff);
 int kvmp_check_extension(unsigned long cap);
 
 /* kvmp_mem.c: slots and guest memory */

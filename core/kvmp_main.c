@@ -5,7 +5,7 @@
  * Unknown ioctls get the errno Linux gives: EINVAL on the device and on a
  * VCPU, ENOTTY on a VM.
  */
-#include "kvmp_core.h"
+#include "kvmp_backend.h"
 
 const struct kvmp_backend *kvmp_backend;
 

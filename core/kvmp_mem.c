@@ -4,7 +4,7 @@
  * errnos), lazy pinning of the pages the guest touches, copies to and from
  * guest-physical memory through the VMM's mapping, and the guest page walk.
  */
-#include "kvmp_core.h"
+#include "kvmp_backend.h"
 
 #define KVMP_MAX_SLOT_PAGES	(1ULL << 31)	/* Linux's KVM_MEM_MAX_NR_PAGES */
 #define KVMP_USER_TOP		(1ULL << 47)	/* x86-64 user space ends below */

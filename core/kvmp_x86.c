@@ -4,7 +4,7 @@
  * allow list, port I/O and MMIO exits (decoded and finished here, so the
  * backends only report what the hardware said), and the run loop.
  */
-#include "kvmp_core.h"
+#include "kvmp_backend.h"
 
 /* --- CPUID ---------------------------------------------------------------- */
 #define BIT(n) (1U << (n))
@@ -629,6 +629,33 @@ static void kvmp_report_state(struct kvmp_vcpu *vcpu)
 	run->flags = 0;
 }
 
+/*
+ * Before each entry: what the VMM queued (KVM_NMI, KVM_INTERRUPT) goes in
+ * once the guest can take it, an NMI before an interrupt, one event an entry
+ * (the backend refuses a second while one is pending); otherwise a window
+ * exit is armed for when it can, and for the VMM's own window request.
+ */
+static void kvmp_inject_pending(struct kvmp_vcpu *vcpu)
+{
+	const struct kvmp_backend *be = kvmp_backend;
+	bool nmi_window = false;
+
+	if (vcpu->pending_nmi) {
+		if (be->nmi_allowed(vcpu)) {
+			be->inject_nmi(vcpu);
+			vcpu->pending_nmi = false;
+		} else {
+			nmi_window = true;
+		}
+	}
+	if (vcpu->pending_irq >= 0 && be->interrupt_allowed(vcpu)) {
+		be->inject_irq(vcpu, vcpu->pending_irq);
+		vcpu->pending_irq = -1;
+	}
+	be->set_windows(vcpu, vcpu->pending_irq >= 0 ||
+			vcpu->run->request_interrupt_window, nmi_window);
+}
+
 int kvmp_vcpu_run(struct kvmp_vcpu *vcpu)
 {
 	struct kvmp_run *run = vcpu->run;
@@ -650,6 +677,7 @@ int kvmp_vcpu_run(struct kvmp_vcpu *vcpu)
 			break;
 		}
 		kvmp_os_cond_resched();
+		kvmp_inject_pending(vcpu);
 		r = kvmp_backend->run(vcpu);
 		if (r <= 0)
 			break;

@@ -8,7 +8,7 @@
  * neither): instruction lengths are known per exit, and MMIO instructions
  * are decoded by the core.  Both are used when the CPU has them.
  */
-#include "kvmp_core.h"
+#include "kvmp_backend.h"
 #include "svm.h"
 
 /* --- global and per-CPU state -------------------------------------------- */
@@ -554,34 +554,45 @@ static void svm_irq_window(struct vmcb *vmcb, bool on)
 	svm_virq(vmcb, on, true, 0);
 }
 
+static bool svm_nmi_allowed(struct kvmp_vcpu *vcpu)
+{
+	return !(to_svm(vcpu)->vmcb->control.event_inj & EVENT_VALID);
+}
+
+static void svm_inject_nmi(struct kvmp_vcpu *vcpu)
+{
+	svm_inject(to_svm(vcpu)->vmcb, EVENT_TYPE_NMI | 2, 0);
+}
+
 /*
  * External interrupts ride on V_IRQ, which the CPU takes as soon as IF and
  * the interrupt shadow allow, not on EVENTINJ: QEMU's emulated VMRUN leaves
  * an EVENTINJ interrupt's vector behind as a pending exception and may
  * deliver it a second time, with IF clear (docs/driver.md, "Open bug").
- * When the VMM also wants a window, the handler's IRET exits to arm it.
  */
-static void svm_inject_pending(struct kvmp_vcpu *vcpu)
+static void svm_inject_irq(struct kvmp_vcpu *vcpu, u8 vector)
+{
+	svm_virq(to_svm(vcpu)->vmcb, true, false, vector);
+}
+
+/*
+ * A window: VINTR exits when an interrupt could be taken.  When V_IRQ carries
+ * one this entry, the handler's IRET exits instead, so the window can be
+ * armed then.  There is no NMI window without vNMI: a waiting NMI goes in at
+ * the next exit.
+ */
+static void svm_set_windows(struct kvmp_vcpu *vcpu, bool irq, bool nmi)
 {
 	struct vmcb *vmcb = to_svm(vcpu)->vmcb;
-	bool wanted = vcpu->run->request_interrupt_window;
 
 	vmcb->control.intercepts[3] &= ~ICPT3_IRET;
-	if (vmcb->control.event_inj & EVENT_VALID) {
-		/* an interrupted delivery goes first; the window waits */
-	} else if (vcpu->pending_nmi) {
-		svm_inject(vmcb, EVENT_TYPE_NMI | 2, 0);
-		vcpu->pending_nmi = false;
-	} else if (vcpu->pending_irq >= 0 && svm_interrupt_allowed(vcpu)) {
-		svm_virq(vmcb, true, false, vcpu->pending_irq);
-		vcpu->pending_irq = -1;
-		if (wanted)
+	if ((vmcb->control.int_ctl & V_IRQ) &&
+	    !(vmcb->control.intercepts[3] & ICPT3_VINTR)) {
+		if (irq)
 			vmcb->control.intercepts[3] |= ICPT3_IRET;
 		return;
-	} else if (vcpu->pending_irq >= 0) {
-		wanted = true;
 	}
-	svm_irq_window(vmcb, wanted && !svm_interrupt_allowed(vcpu));
+	svm_irq_window(vmcb, irq && !svm_interrupt_allowed(vcpu));
 }
 
 /*
@@ -736,8 +747,6 @@ static int svm_run(struct kvmp_vcpu *vcpu)
 	struct svm_vcpu *svm = to_svm(vcpu);
 	struct svm_cpu *c;
 	int cpu;
-
-	svm_inject_pending(vcpu);
 
 	kvmp_os_fpu_begin();	/* preemption off until fpu_end */
 	kvmp_os_irq_disable();
@@ -960,6 +969,10 @@ const struct kvmp_backend kvmp_svm_backend = {
 	.get_msr = svm_get_msr,
 	.set_msr = svm_set_msr,
 	.interrupt_allowed = svm_interrupt_allowed,
+	.nmi_allowed = svm_nmi_allowed,
+	.inject_irq = svm_inject_irq,
+	.inject_nmi = svm_inject_nmi,
+	.set_windows = svm_set_windows,
 	.if_flag = svm_if_flag,
 	.run = svm_run,
 };

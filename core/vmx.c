@@ -10,7 +10,7 @@
  * again before preemption comes back, so a VCPU can move between CPUs with
  * no IPI and every other backend op works on plain memory (as SVM's VMCB).
  */
-#include "kvmp_core.h"
+#include "kvmp_backend.h"
 #include "vmx.h"
 
 #define MSR_EFER		0xc0000080
@@ -862,31 +862,30 @@ static void vmx_inject_exception(struct kvmp_vcpu *vcpu, u8 vector,
 		   (has_error ? INTR_INFO_ERROR_VALID : 0), error, 0);
 }
 
-/* an NMI first, then an interrupt; a window exit when one must wait */
-static void vmx_inject_pending(struct kvmp_vcpu *vcpu)
+static void vmx_inject_irq(struct kvmp_vcpu *vcpu, u8 vector)
+{
+	vmx_inject(to_vmx(vcpu), INTR_TYPE_EXT | vector, 0, 0);
+}
+
+static void vmx_inject_nmi(struct kvmp_vcpu *vcpu)
+{
+	vmx_inject(to_vmx(vcpu), INTR_TYPE_NMI | 2, 0, 0);
+}
+
+/*
+ * The window exits come when the guest can take an interrupt or an NMI; with
+ * an event injected this entry, that is after its handler (IF and NMI
+ * blocking hold them off until its IRET).
+ */
+static void vmx_set_windows(struct kvmp_vcpu *vcpu, bool irq, bool nmi)
 {
 	struct vmx_vcpu *vmx = to_vmx(vcpu);
-	bool wanted = vcpu->run->request_interrupt_window;
 
 	vmx->proc &= ~(PROC_INTR_WINDOW | PROC_NMI_WINDOW);
-	if (vcpu->pending_nmi) {
-		if (vmx_nmi_allowed(vcpu)) {
-			vmx_inject(vmx, INTR_TYPE_NMI | 2, 0, 0);
-			vcpu->pending_nmi = false;
-		} else if (vmx_has_vnmi) {
-			vmx->proc |= PROC_NMI_WINDOW;
-		}
-	}
-	if (vcpu->pending_irq >= 0) {
-		if (vmx_interrupt_allowed(vcpu)) {
-			vmx_inject(vmx, INTR_TYPE_EXT | vcpu->pending_irq, 0, 0);
-			vcpu->pending_irq = -1;
-			return;
-		}
-		wanted = true;
-	}
-	if (wanted && !vmx_interrupt_allowed(vcpu))
+	if (irq)
 		vmx->proc |= PROC_INTR_WINDOW;
+	if (nmi && vmx_has_vnmi)
+		vmx->proc |= PROC_NMI_WINDOW;
 }
 
 /* an event whose delivery the exit cut off is delivered again */
@@ -1275,8 +1274,6 @@ static int vmx_run(struct kvmp_vcpu *vcpu)
 {
 	struct vmx_vcpu *vmx = to_vmx(vcpu);
 	int cpu, r;
-
-	vmx_inject_pending(vcpu);
 
 	kvmp_os_fpu_begin();	/* preemption off until fpu_end */
 	kvmp_os_irq_disable();
@@ -1726,6 +1723,10 @@ const struct kvmp_backend kvmp_vmx_backend = {
 	.get_msr = vmx_get_msr,
 	.set_msr = vmx_set_msr,
 	.interrupt_allowed = vmx_interrupt_allowed,
+	.nmi_allowed = vmx_nmi_allowed,
+	.inject_irq = vmx_inject_irq,
+	.inject_nmi = vmx_inject_nmi,
+	.set_windows = vmx_set_windows,
 	.if_flag = vmx_if_flag,
 	.run = vmx_run,
 };

@@ -17,7 +17,7 @@
 #include <linux/sched/mm.h>
 #include <linux/slab.h>
 
-#include "kvmp_core.h"
+#include "kvmp_port.h"
 #include "kvmp_os_linux.h"
 
 static bool as_kvm;

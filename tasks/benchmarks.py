@@ -14,13 +14,15 @@ from . import core
 PY = core.PY
 
 
-@task(help={"runs": "runs per figure (the best counts)"})
-def bench(c: Context, runs: int = 3) -> None:
-    """In the SVM lab, on Linux KVM and kvmport: exit round trips, a compute loop and
+@task(help={"runs": "runs per figure (the best counts)",
+            "cpu": "lab: svm (kvm_amd vs kvmport's SVM backend) or vmx (kvm_intel vs its "
+                   "VMX backend, under Bochs: slow)"})
+def bench(c: Context, runs: int = 3, cpu: str = "svm") -> None:
+    """In a lab, on Linux KVM and kvmport: exit round trips, a compute loop and
     bootfd.img to its banner, with ratios."""
     core.build_bintest(c)
     c.run(f"{PY} -c 'from bench.micro import c_loop; c_loop()'")
-    c.run(f"{PY} -m invoke lab --cpu svm -- 'insmod $KVMPORT_KO && python3 -m bench "
+    c.run(f"{PY} -m invoke lab --cpu {shlex.quote(cpu)} -- 'insmod $KVMPORT_KO && python3 -m bench "
           f"--runs {runs} --boot --device /dev/kvm --device /dev/kvmport; s=$?; rmmod kvmport; "
           "exit $s'",
           pty=False)

@@ -4,7 +4,7 @@
  * logic can run in userspace under tests.  It records what the core asked of
  * it (unmapped ranges) and keeps a few MSRs in memory.
  */
-#include "../kvmp_core.h"
+#include "../kvmp_backend.h"
 
 u64 kvmp_user_unmapped_bytes;	/* what unmap_range was asked to drop */
 static u64 kvmp_user_star;

@@ -1,0 +1,43 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * What a port (lkm/, kext/) sees of the core: the entry points its fd
+ * operations call, with VMs and VCPUs as opaque handles, and the list of
+ * backends its build supplies.
+ */
+#ifndef KVMPORT_CORE_KVMP_PORT_H
+#define KVMPORT_CORE_KVMP_PORT_H
+
+#include <kvmport/kvmport_ext.h>
+
+#include "kvmp_os.h"
+
+/* run area: the kvmp_run page, then the page port I/O data goes through */
+#define KVMP_RUN_PAGES		2
+
+struct kvmp_vm;
+struct kvmp_vcpu;
+struct kvmp_backend;
+
+#ifndef KVMP_CDEF	/* the userspace test build has neither */
+extern const struct kvmp_backend kvmp_svm_backend;
+extern const struct kvmp_backend kvmp_vmx_backend;
+#endif
+/* the backends a build has, tried in order (defined by the port's build) */
+extern const struct kvmp_backend *const kvmp_backends[];
+extern const unsigned int kvmp_nr_backends;
+
+/* kvmp_main.c: the entry points a port calls (from its fd operations) */
+int kvmp_core_init(void);
+void kvmp_core_exit(void);
+long kvmp_system_ioctl(unsigned int ioctl, unsigned long arg);
+int kvmp_vm_create(unsigned long type, struct kvmp_vm **vmp);
+void kvmp_vm_put(struct kvmp_vm *vm);
+long kvmp_vm_ioctl(struct kvmp_vm *vm, unsigned int ioctl, unsigned long arg);
+int kvmp_vcpu_create(struct kvmp_vm *vm, unsigned long id,
+		     struct kvmp_vcpu **vcpup);
+void kvmp_vcpu_destroy(struct kvmp_vcpu *vcpu);
+long kvmp_vcpu_ioctl(struct kvmp_vcpu *vcpu, unsigned int ioctl,
+		     unsigned long arg);
+u64 kvmp_vcpu_run_page_pa(struct kvmp_vcpu *vcpu, unsigned long pgoff);
+
+#endif /* KVMPORT_CORE_KVMP_PORT_H */

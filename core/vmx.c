@@ -1050,7 +1050,7 @@ static void vmx_save_host(struct vmx_host *h)
  * LDTR to null, DR7 to 0x400, DEBUGCTL to 0 and the data selectors to what
  * the VMCS said; put the host's back.
  */
-static void vmx_restore_host(struct vmx_host *h)
+static void vmx_restore_host(struct vmx_host *h, const u64 *guest_msr)
 {
 	unsigned int i;
 
@@ -1072,7 +1072,8 @@ static void vmx_restore_host(struct vmx_host *h)
 	if (host_sel(h->gs) != h->gs)	/* the user's GS: its base is in KGSBASE */
 		asm volatile("swapgs; mov %0, %%gs; swapgs" : : "r"(h->gs));
 	for (i = 0; i < SW_NR; i++)
-		kvmp_wrmsr(vmx_switched_msrs[i], h->msr[i]);
+		if (guest_msr[i] != h->msr[i])
+			kvmp_wrmsr(vmx_switched_msrs[i], h->msr[i]);
 	if (h->dr7 != DR7_FIXED)
 		asm volatile("mov %0, %%dr7" : : "r"(h->dr7));
 	if (h->debugctl)
@@ -1242,16 +1243,17 @@ static int vmx_enter(struct kvmp_vcpu *vcpu, int cpu)
 	vmx->last_cpu = cpu;
 	vmx->tlb_generation = gen;
 	vmx->entry_intr = 0;	/* VM entry consumes it */
-	for (i = 0; i < SW_NR; i++)
-		kvmp_wrmsr(vmx_switched_msrs[i], vmx->guest.msr[i]);
+	for (i = 0; i < SW_NR; i++)	/* WRMSR is slow: only what differs */
+		if (vmx->guest.msr[i] != host.msr[i])
+			kvmp_wrmsr(vmx_switched_msrs[i], vmx->guest.msr[i]);
 	write_cr2(vmx->guest.cr2);
 
 	r = kvmp_vmx_enter(vmx->gprs, 0);
 
 	vmx->guest.cr2 = read_cr(2);
-	for (i = 0; i < SW_NR; i++)
-		vmx->guest.msr[i] = kvmp_rdmsr(vmx_switched_msrs[i]);
-	vmx_restore_host(&host);
+	/* the guest writes the others only through WRMSR exits; SWAPGS this one */
+	vmx->guest.msr[SW_KERNEL_GS_BASE] = kvmp_rdmsr(MSR_KERNEL_GS_BASE);
+	vmx_restore_host(&host, vmx->guest.msr);
 	if (r) {
 		vmx->exit.insn_error = vmcs_read(VMCS_INSN_ERROR);
 		vmx->exit.reason = EXIT_ENTRY_FAILED;

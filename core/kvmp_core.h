@@ -99,6 +99,8 @@ struct kvmp_vcpu {
 	struct kvmp_mmio mmio;
 
 	u32 tlb_generation;
+	/* the CPU it is in guest mode on, or -1 (kvmp_vcpu_guest_enter/exit) */
+	int guest_cpu;
 	void *arch;			/* the backend's per-VCPU state */
 };
 
@@ -170,6 +172,14 @@ int kvmp_check_extension(unsigned long cap);
 int kvmp_set_user_memory_region(struct kvmp_vm *vm,
 				const struct kvmp_userspace_memory_region *r);
 void kvmp_free_slots(struct kvmp_vm *vm);
+u64 kvmp_max_gfn(void);
+/*
+ * A backend brackets each guest entry with these, preemption off: enter
+ * before it reads vm->tlb_generation, exit after the #VMEXIT.  Slot changes
+ * then force out of guest mode only the CPUs running this VM.
+ */
+void kvmp_vcpu_guest_enter(struct kvmp_vcpu *vcpu, int cpu);
+void kvmp_vcpu_guest_exit(struct kvmp_vcpu *vcpu);
 struct kvmp_slot *kvmp_find_slot(struct kvmp_vm *vm, u64 gpa);
 int kvmp_gpa_to_hpa(struct kvmp_vm *vm, u64 gpa, bool write, u64 *hpa);
 int kvmp_read_guest(struct kvmp_vm *vm, u64 gpa, void *dst, unsigned long n);

@@ -245,6 +245,7 @@ int kvmp_vcpu_create(struct kvmp_vm *vm, unsigned long id,
 	vcpu->vm = vm;
 	vcpu->id = id;
 	vcpu->pending_irq = -1;
+	vcpu->guest_cpu = -1;
 	vcpu->xcr0 = 1;			/* x87 only, as after reset */
 	r = -KVMP_ENOMEM;
 	vcpu->lock = kvmp_os_mutex_create();
@@ -478,7 +479,9 @@ long kvmp_vcpu_ioctl(struct kvmp_vcpu *vcpu, unsigned int ioctl,
 {
 	long r;
 
-	kvmp_os_mutex_lock(vcpu->lock);
+	/* another thread may hold it through a long KVM_RUN: wait killably */
+	if (kvmp_os_mutex_lock_killable(vcpu->lock))
+		return -KVMP_EINTR;
 	r = kvmp_vcpu_ioctl_locked(vcpu, ioctl, arg);
 	kvmp_os_mutex_unlock(vcpu->lock);
 	return r;

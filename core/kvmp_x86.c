@@ -383,6 +383,16 @@ int kvmp_exit_pio(struct kvmp_vcpu *vcpu, struct kvmp_pio *pio)
 	struct kvmp_regs regs;
 	u64 count = 1, src;
 
+	/* what the backend read from the hardware indexes tables: check it */
+	if ((pio->size != 1 && pio->size != 2 && pio->size != 4) ||
+	    (pio->string && ((pio->addr_size != 2 && pio->addr_size != 4 &&
+			      pio->addr_size != 8) ||
+			     pio->seg < KVMP_SEG_ES || pio->seg > KVMP_SEG_GS))) {
+		kvmp_internal_error(vcpu, KVMP_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON,
+				    pio->size | (u64)pio->addr_size << 8 |
+				    (u64)(u32)pio->seg << 16, pio->port);
+		return KVMP_TO_USER;
+	}
 	kvmp_backend->get_regs(vcpu, &regs);
 	if (pio->string) {
 		if (pio->rep) {
@@ -514,7 +524,8 @@ int kvmp_exit_mmio(struct kvmp_vcpu *vcpu, u64 gpa, const u8 *insn_bytes,
 	kvmp_backend->get_regs(vcpu, &regs);
 	kvmp_backend->get_sregs(vcpu, &s);
 	if (insn_bytes && insn_len) {
-		avail = insn_len;
+		/* a hardware length, yet only KVMP_INSN_MAX_LEN bytes fit */
+		avail = insn_len < KVMP_INSN_MAX_LEN ? insn_len : KVMP_INSN_MAX_LEN;
 		kvmp_os_memcpy(code, insn_bytes, avail);
 	} else {
 		linear = s.cs.base + regs.rip;

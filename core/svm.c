@@ -1079,6 +1079,7 @@ static int svm_run(struct kvmp_vcpu *vcpu)
 	kvmp_os_irq_disable();
 	cpu = kvmp_os_cpu();
 	c = &svm_cpus[cpu];
+	kvmp_vcpu_guest_enter(vcpu, cpu);	/* before the TLB generation */
 	svm_prepare_asid(vcpu, c, cpu);
 	svm->enter.host_vmcb_pa = c->host_vmcb_pa;
 	svm_load_guest_fpu(vcpu);
@@ -1088,6 +1089,7 @@ static int svm_run(struct kvmp_vcpu *vcpu)
 	svm_enter_guest(&svm->enter);
 	kvmp_os_irq_disable();
 	asm volatile("stgi" ::: "memory");
+	kvmp_vcpu_guest_exit(vcpu);
 
 	svm_save_guest_fpu(vcpu);
 	kvmp_os_irq_enable();

@@ -32,8 +32,13 @@ enum {
 #define KVMP_CR4_PSE	(1ULL << 4)
 #define KVMP_CR4_PAE	(1ULL << 5)
 #define KVMP_CR4_OSXSAVE (1ULL << 18)
+#define KVMP_EFER_SCE	(1ULL << 0)
 #define KVMP_EFER_LME	(1ULL << 8)
 #define KVMP_EFER_LMA	(1ULL << 10)
+#define KVMP_EFER_NX	(1ULL << 11)
+/* the EFER bits a guest may have (no SVME: kvmport offers no nesting) */
+#define KVMP_EFER_GUEST_BITS	(KVMP_EFER_SCE | KVMP_EFER_LME | \
+				 KVMP_EFER_LMA | KVMP_EFER_NX)
 #define KVMP_EFLAGS_IF	(1ULL << 9)
 #define KVMP_EFLAGS_DF	(1ULL << 10)
 
@@ -192,7 +197,19 @@ int kvmp_read_guest_virt(struct kvmp_vcpu *vcpu, const struct kvmp_sregs *s,
 int kvmp_write_guest_virt(struct kvmp_vcpu *vcpu, const struct kvmp_sregs *s,
 			  u64 gva, const void *src, unsigned int n);
 
+/*
+ * kvmp_check.c: guest state from the VMM, checked as Linux checks it.  The
+ * core's KVM_SET_SREGS calls kvmp_check_sregs before the backend's
+ * set_sregs; a backend checking a guest's own CR0/CR4 write may use the
+ * other two.
+ */
+int kvmp_check_sregs(struct kvmp_vcpu *vcpu, const struct kvmp_sregs *s);
+bool kvmp_is_valid_cr0(u64 cr0);
+bool kvmp_is_valid_cr4(struct kvmp_vcpu *vcpu, u64 cr4);
+
 /* kvmp_x86.c: CPUID and MSRs, exits completed in the core, the run loop */
+struct kvmp_cpuid_entry2 *kvmp_find_cpuid(struct kvmp_vcpu *vcpu, u32 leaf,
+					  u32 subleaf);
 int kvmp_get_supported_cpuid(u64 uarg);
 void kvmp_build_supported_cpuid(void);
 void kvmp_emulate_cpuid(struct kvmp_vcpu *vcpu, u64 guest_cr4, u32 *eax,

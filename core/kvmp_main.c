@@ -438,6 +438,8 @@ static long kvmp_vcpu_ioctl_locked(struct kvmp_vcpu *vcpu, unsigned int ioctl,
 		break;
 	case KVMP_SET_SREGS:
 		r = kvmp_os_copy_from_user(&b->sregs, arg, sizeof(b->sregs));
+		if (!r)		/* what Linux refuses never reaches a backend */
+			r = kvmp_check_sregs(vcpu, &b->sregs);
 		if (!r)
 			r = be->set_sregs(vcpu, &b->sregs);
 		break;

@@ -195,8 +195,8 @@ int kvmp_get_supported_cpuid(u64 uarg)
 	return 0;
 }
 
-static struct kvmp_cpuid_entry2 *kvmp_find_cpuid(struct kvmp_vcpu *vcpu,
-						  u32 leaf, u32 subleaf)
+struct kvmp_cpuid_entry2 *kvmp_find_cpuid(struct kvmp_vcpu *vcpu, u32 leaf,
+					  u32 subleaf)
 {
 	struct kvmp_cpuid_entry2 *e;
 	u32 i;

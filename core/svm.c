@@ -166,7 +166,6 @@ _Static_assert(__builtin_offsetof(struct vmcb, save.g_pat) == 0x668, "vmcb");
 #define MSR_VM_CR		0xc0010114
 #define MSR_VM_HSAVE_PA		0xc0010117
 #define EFER_SVME		(1ULL << 12)
-#define EFER_GUEST_BITS		((1ULL << 0) | (1ULL << 8) | (1ULL << 10) | (1ULL << 11))
 #define VM_CR_SVMDIS		(1ULL << 4)
 
 #define NPT_PRESENT_RW_USER	0x7ULL
@@ -617,16 +616,7 @@ static int svm_set_sregs(struct kvmp_vcpu *vcpu, const struct kvmp_sregs *s)
 	struct vmcb_save *save = &svm->vmcb->save;
 	int i;
 
-	/* Linux's consistency rules for long mode */
-	if ((s->efer & KVMP_EFER_LME) && (s->cr0 & KVMP_CR0_PG)) {
-		if (!(s->cr4 & KVMP_CR4_PAE) || !(s->efer & KVMP_EFER_LMA))
-			return -KVMP_EINVAL;
-	} else if ((s->efer & KVMP_EFER_LMA) || s->cs.l) {
-		return -KVMP_EINVAL;
-	}
-	if (s->efer & ~EFER_GUEST_BITS)
-		return -KVMP_EINVAL;
-
+	/* the core checked the values (kvmp_check_sregs) */
 	seg_to_vmcb(&save->cs, &s->cs);
 	seg_to_vmcb(&save->ds, &s->ds);
 	seg_to_vmcb(&save->es, &s->es);
@@ -780,7 +770,7 @@ static int svm_set_msr(struct kvmp_vcpu *vcpu, u32 index, u64 data)
 		svm->vmcb->control.tsc_offset = data - rdtsc();
 		return 0;
 	case MSR_EFER:
-		if (data & ~EFER_GUEST_BITS)
+		if (data & ~KVMP_EFER_GUEST_BITS)
 			return -KVMP_EINVAL;
 		/* LMA is the CPU's to set (when paging turns on), as in Linux */
 		data = (data & ~KVMP_EFER_LMA) |

@@ -16,8 +16,8 @@ from ..cbuild import build
 
 CORE = INCLUDE_DIR.parent / "core"
 # the pure-logic sources and the headers that declare what tests call
-SOURCES = ["kvmp_decode.c", "kvmp_main.c", "kvmp_mem.c", "kvmp_x86.c", "user/kvmp_os_user.c",
-           "user/kvmp_user_backend.c"]
+SOURCES = ["kvmp_check.c", "kvmp_decode.c", "kvmp_main.c", "kvmp_mem.c", "kvmp_x86.c",
+           "user/kvmp_os_user.c", "user/kvmp_user_backend.c"]
 HEADERS = ["kvmp_decode.h", "kvmp_core.h", "user/kvmp_user.h"]
 
 

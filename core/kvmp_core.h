@@ -227,6 +227,8 @@ int kvmp_get_msr(struct kvmp_vcpu *vcpu, u32 index, u64 *data);
 int kvmp_set_msr(struct kvmp_vcpu *vcpu, u32 index, u64 data);
 extern const u32 kvmp_msr_list[];
 extern const unsigned int kvmp_msr_list_len;
+int kvmp_emulate_rdpmc(struct kvmp_vcpu *vcpu, u32 ecx, unsigned int cpl,
+		       u64 cr0, u64 cr4, u64 *value);
 int kvmp_exit_pio(struct kvmp_vcpu *vcpu, struct kvmp_pio *pio);
 int kvmp_exit_mmio(struct kvmp_vcpu *vcpu, u64 gpa, const u8 *insn_bytes,
 		   unsigned int insn_len);
@@ -242,6 +244,15 @@ static inline void kvmp_cpuid(u32 leaf, u32 subleaf, u32 *a, u32 *b, u32 *c,
 	asm volatile("cpuid"
 		     : "=a"(*a), "=b"(*b), "=c"(*c), "=d"(*d)
 		     : "a"(leaf), "c"(subleaf));
+}
+
+/*
+ * A machine check the CPU reported as a VM exit belongs to the host: raise
+ * it again (vector 18) so the host's handler runs, as Linux's KVM does.
+ */
+static inline void kvmp_host_machine_check(void)
+{
+	asm volatile("int $0x12");
 }
 
 static inline u64 kvmp_xgetbv(u32 index)

@@ -580,6 +580,29 @@ static void kvmp_complete_mmio(struct kvmp_vcpu *vcpu)
 	kvmp_backend->set_regs(vcpu, &regs);
 }
 
+/*
+ * RDPMC, answered as Linux's KVM answers a guest whose counters it never
+ * programmed (kvmport gives guests no PMU): #GP (-KVMP_EINVAL) from CPL > 0
+ * in protected mode without CR4.PCE, or for a counter AMD's four (six with
+ * PerfCtrCore in the VMM's CPUID) do not have; otherwise 0.  Never the
+ * host's counters.
+ */
+#define KVMP_CR4_PCE	(1ULL << 8)
+
+int kvmp_emulate_rdpmc(struct kvmp_vcpu *vcpu, u32 ecx, unsigned int cpl,
+		       u64 cr0, u64 cr4, u64 *value)
+{
+	const struct kvmp_cpuid_entry2 *e = kvmp_find_cpuid(vcpu, 0x80000001, 0);
+	u32 counters = e && (e->ecx & (1U << 23)) ? 6 : 4;
+
+	if (cpl && (cr0 & KVMP_CR0_PE) && !(cr4 & KVMP_CR4_PCE))
+		return -KVMP_EINVAL;
+	if ((ecx & ~(3U << 30)) >= counters)
+		return -KVMP_EINVAL;
+	*value = 0;
+	return 0;
+}
+
 /* --- the run loop ------------------------------------------------------------- */
 static void kvmp_report_state(struct kvmp_vcpu *vcpu)
 {

@@ -96,14 +96,19 @@ _Static_assert(__builtin_offsetof(struct vmcb, save.rip) == 0x578, "vmcb");
 _Static_assert(__builtin_offsetof(struct vmcb, save.rax) == 0x5f8, "vmcb");
 _Static_assert(__builtin_offsetof(struct vmcb, save.g_pat) == 0x668, "vmcb");
 
-/* intercept bits: word 3 (0x00c) and word 4 (0x010) */
+/* intercept bits: word 2 (0x008) exceptions, word 3 (0x00c) and 4 (0x010) */
+#define ICPT2_DB		(1U << 1)
+#define ICPT2_AC		(1U << 17)
+#define ICPT2_MC		(1U << 18)
 #define ICPT3_INTR		(1U << 0)
 #define ICPT3_NMI		(1U << 1)
 #define ICPT3_VINTR		(1U << 4)
+#define ICPT3_RDPMC		(1U << 15)
 #define ICPT3_CPUID		(1U << 18)
 #define ICPT3_IRET		(1U << 20)
 #define ICPT3_INVD		(1U << 22)
 #define ICPT3_HLT		(1U << 24)
+#define ICPT3_INVLPGA		(1U << 26)
 #define ICPT3_IOIO		(1U << 27)
 #define ICPT3_MSR		(1U << 28)
 #define ICPT3_SHUTDOWN		(1U << 31)
@@ -114,10 +119,13 @@ _Static_assert(__builtin_offsetof(struct vmcb, save.g_pat) == 0x668, "vmcb");
 #define ICPT4_STGI		(1U << 4)
 #define ICPT4_CLGI		(1U << 5)
 #define ICPT4_SKINIT		(1U << 6)
+#define ICPT4_RDTSCP		(1U << 7)
+#define ICPT4_WBINVD		(1U << 9)
 #define ICPT4_MONITOR		(1U << 10)
 #define ICPT4_MWAIT		(1U << 11)
 #define ICPT4_MWAIT_COND	(1U << 12)
 #define ICPT4_XSETBV		(1U << 13)
+#define ICPT4_RDPRU		(1U << 14)
 
 #define V_IRQ			(1U << 8)
 #define V_INTR_PRIO_SHIFT	16
@@ -137,14 +145,19 @@ _Static_assert(__builtin_offsetof(struct vmcb, save.g_pat) == 0x668, "vmcb");
 #define TLB_FLUSH_ASID		3
 
 /* exit codes */
+#define SVM_EXIT_EXCP_DB	0x041
+#define SVM_EXIT_EXCP_AC	0x051
+#define SVM_EXIT_EXCP_MC	0x052
 #define SVM_EXIT_INTR		0x060
 #define SVM_EXIT_NMI		0x061
 #define SVM_EXIT_SMI		0x062
 #define SVM_EXIT_VINTR		0x064
+#define SVM_EXIT_RDPMC		0x06f
 #define SVM_EXIT_CPUID		0x072
 #define SVM_EXIT_IRET		0x074
 #define SVM_EXIT_INVD		0x076
 #define SVM_EXIT_HLT		0x078
+#define SVM_EXIT_INVLPGA	0x07a
 #define SVM_EXIT_IOIO		0x07b
 #define SVM_EXIT_MSR		0x07c
 #define SVM_EXIT_SHUTDOWN	0x07f
@@ -155,10 +168,13 @@ _Static_assert(__builtin_offsetof(struct vmcb, save.g_pat) == 0x668, "vmcb");
 #define SVM_EXIT_STGI		0x084
 #define SVM_EXIT_CLGI		0x085
 #define SVM_EXIT_SKINIT		0x086
+#define SVM_EXIT_RDTSCP		0x087
+#define SVM_EXIT_WBINVD		0x089
 #define SVM_EXIT_MONITOR	0x08a
 #define SVM_EXIT_MWAIT		0x08b
 #define SVM_EXIT_MWAIT_COND	0x08c
 #define SVM_EXIT_XSETBV		0x08d
+#define SVM_EXIT_RDPRU		0x08e
 #define SVM_EXIT_NPF		0x400
 #define SVM_EXIT_INVALID	(~0ULL)
 
@@ -464,12 +480,21 @@ static void svm_reset(struct kvmp_vcpu *vcpu)
 	struct vmcb_control *ctl = &svm->vmcb->control;
 	u16 data = 0x93, code = 0x9b;	/* present, S, read/write or exec/read */
 
-	ctl->intercepts[3] = ICPT3_INTR | ICPT3_NMI | ICPT3_CPUID | ICPT3_INVD |
-			     ICPT3_HLT | ICPT3_IOIO | ICPT3_MSR | ICPT3_SHUTDOWN;
+	/*
+	 * As kvm_amd: #DB and #AC, whose delivery can loop in microcode
+	 * (CVE-2015-8104, CVE-2015-5307), go through us back to the guest;
+	 * #MC goes to the host's handler; the host's caches, counters, TSC_AUX
+	 * and the SVM instructions stay out of the guest's reach.
+	 */
+	ctl->intercepts[2] = ICPT2_DB | ICPT2_AC | ICPT2_MC;
+	ctl->intercepts[3] = ICPT3_INTR | ICPT3_NMI | ICPT3_RDPMC | ICPT3_CPUID |
+			     ICPT3_INVD | ICPT3_HLT | ICPT3_INVLPGA | ICPT3_IOIO |
+			     ICPT3_MSR | ICPT3_SHUTDOWN;
 	ctl->intercepts[4] = ICPT4_VMRUN | ICPT4_VMMCALL | ICPT4_VMLOAD |
 			     ICPT4_VMSAVE | ICPT4_STGI | ICPT4_CLGI | ICPT4_SKINIT |
-			     ICPT4_MONITOR | ICPT4_MWAIT | ICPT4_MWAIT_COND |
-			     ICPT4_XSETBV;
+			     ICPT4_RDTSCP | ICPT4_WBINVD | ICPT4_MONITOR |
+			     ICPT4_MWAIT | ICPT4_MWAIT_COND | ICPT4_XSETBV |
+			     ICPT4_RDPRU;
 	ctl->iopm_base_pa = svm_iopm_pa;
 	ctl->msrpm_base_pa = svm_msrpm_pa;
 	ctl->int_ctl = V_INTR_MASKING;
@@ -1151,6 +1176,72 @@ static int svm_exit_ud(struct kvmp_vcpu *vcpu)
 	return KVMP_REENTER;
 }
 
+/*
+ * #DB and #AC: the guest's own exceptions, intercepted only so their delivery
+ * cannot hang the CPU; hand them back.  The CPU has updated the VMCB's DR6
+ * for #DB; #AC's error code is always 0.
+ */
+static int svm_exit_excp_db(struct kvmp_vcpu *vcpu)
+{
+	svm_inject_exception(vcpu, 1, false, 0);
+	return KVMP_REENTER;
+}
+
+static int svm_exit_excp_ac(struct kvmp_vcpu *vcpu)
+{
+	svm_inject_exception(vcpu, 17, true, 0);
+	return KVMP_REENTER;
+}
+
+/* a machine check during the guest is the host's (as kvm_amd does) */
+static int svm_exit_excp_mc(struct kvmp_vcpu *vcpu)
+{
+	kvmp_host_machine_check();
+	return KVMP_REENTER;
+}
+
+/* RDPMC (0f 33): the core answers (no PMU for guests, never the host's) */
+static int svm_exit_rdpmc(struct kvmp_vcpu *vcpu)
+{
+	struct svm_vcpu *svm = to_svm(vcpu);
+	struct vmcb_save *save = &svm->vmcb->save;
+	u64 value;
+
+	if (kvmp_emulate_rdpmc(vcpu, svm->enter.gprs[KVMP_RCX], save->cpl,
+			       save->cr0, save->cr4, &value)) {
+		svm_inject_exception(vcpu, 13, true, 0);
+		return KVMP_REENTER;
+	}
+	save->rax = (u32)value;
+	svm->enter.gprs[KVMP_RDX] = value >> 32;
+	svm_skip(vcpu, 2);
+	return KVMP_REENTER;
+}
+
+/* WBINVD (0f 09): the guest has no non-coherent DMA; do not flush the host */
+static int svm_exit_wbinvd(struct kvmp_vcpu *vcpu)
+{
+	svm_skip(vcpu, 2);
+	return KVMP_REENTER;
+}
+
+/*
+ * RDTSCP (0f 01 f9): the guest's TSC and its TSC_AUX, which is 0 (no guest
+ * can set it: CPUID offers neither RDTSCP nor RDPID), not the host's CPU
+ * number the CPU would give.
+ */
+static int svm_exit_rdtscp(struct kvmp_vcpu *vcpu)
+{
+	struct svm_vcpu *svm = to_svm(vcpu);
+	u64 tsc = rdtsc() + svm->vmcb->control.tsc_offset;
+
+	svm->vmcb->save.rax = (u32)tsc;
+	svm->enter.gprs[KVMP_RDX] = tsc >> 32;
+	svm->enter.gprs[KVMP_RCX] = 0;
+	svm_skip(vcpu, 3);
+	return KVMP_REENTER;
+}
+
 /* XSETBV (0f 01 d1): the core checks the value; XCR0 is loaded at entry */
 static int svm_exit_xsetbv(struct kvmp_vcpu *vcpu)
 {
@@ -1254,14 +1345,19 @@ static int svm_exit_npf(struct kvmp_vcpu *vcpu)
 }
 
 static const svm_exit_handler svm_exit_handlers[SVM_EXIT_NPF + 1] = {
+	[SVM_EXIT_EXCP_DB]	= svm_exit_excp_db,
+	[SVM_EXIT_EXCP_AC]	= svm_exit_excp_ac,
+	[SVM_EXIT_EXCP_MC]	= svm_exit_excp_mc,
 	[SVM_EXIT_INTR]		= svm_exit_reenter,
 	[SVM_EXIT_NMI]		= svm_exit_reenter,
 	[SVM_EXIT_SMI]		= svm_exit_reenter,
 	[SVM_EXIT_IRET]		= svm_exit_iret,
 	[SVM_EXIT_VINTR]	= svm_exit_vintr,
+	[SVM_EXIT_RDPMC]	= svm_exit_rdpmc,
 	[SVM_EXIT_CPUID]	= svm_exit_cpuid,
 	[SVM_EXIT_INVD]		= svm_exit_invd,
 	[SVM_EXIT_HLT]		= svm_exit_hlt,
+	[SVM_EXIT_INVLPGA]	= svm_exit_ud,
 	[SVM_EXIT_IOIO]		= svm_exit_ioio,
 	[SVM_EXIT_MSR]		= svm_exit_msr,
 	[SVM_EXIT_SHUTDOWN]	= svm_exit_shutdown,
@@ -1272,10 +1368,13 @@ static const svm_exit_handler svm_exit_handlers[SVM_EXIT_NPF + 1] = {
 	[SVM_EXIT_STGI]		= svm_exit_ud,
 	[SVM_EXIT_CLGI]		= svm_exit_ud,
 	[SVM_EXIT_SKINIT]	= svm_exit_ud,
+	[SVM_EXIT_RDTSCP]	= svm_exit_rdtscp,
+	[SVM_EXIT_WBINVD]	= svm_exit_wbinvd,
 	[SVM_EXIT_MONITOR]	= svm_exit_ud,
 	[SVM_EXIT_MWAIT]	= svm_exit_ud,
 	[SVM_EXIT_MWAIT_COND]	= svm_exit_ud,
 	[SVM_EXIT_XSETBV]	= svm_exit_xsetbv,
+	[SVM_EXIT_RDPRU]	= svm_exit_ud,
 	[SVM_EXIT_NPF]		= svm_exit_npf,
 };
 

@@ -34,8 +34,13 @@ enum {
 #define KVMP_CR4_PSE	(1ULL << 4)
 #define KVMP_CR4_PAE	(1ULL << 5)
 #define KVMP_CR4_OSXSAVE (1ULL << 18)
+#define KVMP_EFER_SCE	(1ULL << 0)
 #define KVMP_EFER_LME	(1ULL << 8)
 #define KVMP_EFER_LMA	(1ULL << 10)
+#define KVMP_EFER_NX	(1ULL << 11)
+/* the EFER bits a guest may have (no SVME: kvmport offers no nesting) */
+#define KVMP_EFER_GUEST_BITS	(KVMP_EFER_SCE | KVMP_EFER_LME | \
+				 KVMP_EFER_LMA | KVMP_EFER_NX)
 #define KVMP_EFLAGS_IF	(1ULL << 9)
 #define KVMP_EFLAGS_DF	(1ULL << 10)
 
@@ -102,6 +107,8 @@ struct kvmp_vcpu {
 	struct kvmp_mmio mmio;
 
 	u32 tlb_generation;
+	/* the CPU it is in guest mode on, or -1 (kvmp_vcpu_guest_enter/exit) */
+	int guest_cpu;
 	void *arch;			/* the backend's per-VCPU state */
 };
 
@@ -117,6 +124,14 @@ int kvmp_check_extension(unsigned long cap);
 int kvmp_set_user_memory_region(struct kvmp_vm *vm,
 				const struct kvmp_userspace_memory_region *r);
 void kvmp_free_slots(struct kvmp_vm *vm);
+u64 kvmp_max_gfn(void);
+/*
+ * A backend brackets each guest entry with these, preemption off: enter
+ * before it reads vm->tlb_generation, exit after the #VMEXIT.  Slot changes
+ * then force out of guest mode only the CPUs running this VM.
+ */
+void kvmp_vcpu_guest_enter(struct kvmp_vcpu *vcpu, int cpu);
+void kvmp_vcpu_guest_exit(struct kvmp_vcpu *vcpu);
 struct kvmp_slot *kvmp_find_slot(struct kvmp_vm *vm, u64 gpa);
 int kvmp_gpa_to_hpa(struct kvmp_vm *vm, u64 gpa, bool write, u64 *hpa);
 int kvmp_read_guest(struct kvmp_vm *vm, u64 gpa, void *dst, unsigned long n);
@@ -149,8 +164,19 @@ void kvmp_fpu_get(struct kvmp_vcpu *vcpu, struct kvmp_fpu *f);
 void kvmp_fpu_set(struct kvmp_vcpu *vcpu, const struct kvmp_fpu *f);
 void kvmp_fpu_load_guest(struct kvmp_vcpu *vcpu);	/* interrupts off */
 void kvmp_fpu_save_guest(struct kvmp_vcpu *vcpu);
+/*
+ * kvmp_check.c: guest state from the VMM, checked as Linux checks it.  The
+ * core's KVM_SET_SREGS calls kvmp_check_sregs before the backend's
+ * set_sregs; a backend checking a guest's own CR0/CR4 write may use the
+ * other two.
+ */
+int kvmp_check_sregs(struct kvmp_vcpu *vcpu, const struct kvmp_sregs *s);
+bool kvmp_is_valid_cr0(u64 cr0);
+bool kvmp_is_valid_cr4(struct kvmp_vcpu *vcpu, u64 cr4);
 
 /* kvmp_x86.c: CPUID and MSRs, exits completed in the core, the run loop */
+struct kvmp_cpuid_entry2 *kvmp_find_cpuid(struct kvmp_vcpu *vcpu, u32 leaf,
+					  u32 subleaf);
 int kvmp_get_supported_cpuid(u64 uarg);
 void kvmp_build_supported_cpuid(void);
 void kvmp_emulate_cpuid(struct kvmp_vcpu *vcpu, u64 guest_cr4, u32 *eax,
@@ -164,12 +190,12 @@ extern u64 kvmp_xcr0_supported;
 extern u64 kvmp_host_xcr0;
 #define KVMP_XSAVE_AREA_MAX	1024	/* legacy + header + AVX fit */
 int kvmp_set_xcr(struct kvmp_vcpu *vcpu, u32 index, u64 value);
-bool kvmp_cr0_valid(u64 cr0);
-bool kvmp_cr4_valid(u64 cr4);
 int kvmp_get_msr(struct kvmp_vcpu *vcpu, u32 index, u64 *data);
 int kvmp_set_msr(struct kvmp_vcpu *vcpu, u32 index, u64 data);
 extern const u32 kvmp_msr_list[];
 extern const unsigned int kvmp_msr_list_len;
+int kvmp_emulate_rdpmc(struct kvmp_vcpu *vcpu, u32 ecx, unsigned int cpl,
+		       u64 cr0, u64 cr4, u64 *value);
 int kvmp_exit_pio(struct kvmp_vcpu *vcpu, struct kvmp_pio *pio);
 int kvmp_exit_mmio(struct kvmp_vcpu *vcpu, u64 gpa, const u8 *insn_bytes,
 		   unsigned int insn_len);
@@ -185,6 +211,15 @@ static inline void kvmp_cpuid(u32 leaf, u32 subleaf, u32 *a, u32 *b, u32 *c,
 	asm volatile("cpuid"
 		     : "=a"(*a), "=b"(*b), "=c"(*c), "=d"(*d)
 		     : "a"(leaf), "c"(subleaf));
+}
+
+/*
+ * A machine check the CPU reported as a VM exit belongs to the host: raise
+ * it again (vector 18) so the host's handler runs, as Linux's KVM does.
+ */
+static inline void kvmp_host_machine_check(void)
+{
+	asm volatile("int $0x12");
 }
 
 static inline u64 kvmp_xgetbv(u32 index)

@@ -242,6 +242,7 @@ int kvmp_vcpu_create(struct kvmp_vm *vm, unsigned long id,
 	vcpu->vm = vm;
 	vcpu->id = id;
 	vcpu->pending_irq = -1;
+	vcpu->guest_cpu = -1;
 	vcpu->xcr0 = 1;			/* x87 only, as after reset */
 	r = -KVMP_ENOMEM;
 	vcpu->lock = kvmp_os_mutex_create();
@@ -441,6 +442,8 @@ static long kvmp_vcpu_ioctl_locked(struct kvmp_vcpu *vcpu, unsigned int ioctl,
 		break;
 	case KVMP_SET_SREGS:
 		r = kvmp_os_copy_from_user(&b->sregs, arg, sizeof(b->sregs));
+		if (!r)		/* what Linux refuses never reaches a backend */
+			r = kvmp_check_sregs(vcpu, &b->sregs);
 		if (!r)
 			r = be->set_sregs(vcpu, &b->sregs);
 		break;
@@ -482,7 +485,9 @@ long kvmp_vcpu_ioctl(struct kvmp_vcpu *vcpu, unsigned int ioctl,
 {
 	long r;
 
-	kvmp_os_mutex_lock(vcpu->lock);
+	/* another thread may hold it through a long KVM_RUN: wait killably */
+	if (kvmp_os_mutex_lock_killable(vcpu->lock))
+		return -KVMP_EINTR;
 	r = kvmp_vcpu_ioctl_locked(vcpu, ioctl, arg);
 	kvmp_os_mutex_unlock(vcpu->lock);
 	return r;

@@ -6,8 +6,31 @@
  */
 #include "kvmp_backend.h"
 
-#define KVMP_MAX_SLOT_PAGES	(1ULL << 31)	/* Linux's KVM_MEM_MAX_NR_PAGES */
+#define KVMP_MAX_SLOT_PAGES	((1ULL << 31) - 1) /* Linux's KVM_MEM_MAX_NR_PAGES */
 #define KVMP_USER_TOP		(1ULL << 47)	/* x86-64 user space ends below */
+/* 4-level nested page tables (NPT, EPT) translate 48-bit guest addresses */
+#define KVMP_TDP_GPA_BITS	48
+/* walks over a slot's pages give the CPU away this often */
+#define KVMP_RESCHED_PAGES	(1ULL << 18)
+
+/*
+ * The highest guest frame a slot may reach: below the host's physical
+ * address width, as Linux's kvm_mmu_max_gfn() with two-dimensional paging
+ * (CPUID 0x80000008 EAX[7:0]), and within what the nested tables map.
+ */
+u64 kvmp_max_gfn(void)
+{
+	u32 a, b, c, d, bits = 36;
+
+	kvmp_cpuid(0x80000000, 0, &a, &b, &c, &d);
+	if (a >= 0x80000008) {
+		kvmp_cpuid(0x80000008, 0, &a, &b, &c, &d);
+		bits = a & 0xff;
+	}
+	if (bits > KVMP_TDP_GPA_BITS)
+		bits = KVMP_TDP_GPA_BITS;
+	return (1ULL << (bits - KVMP_PAGE_SHIFT)) - 1;
+}
 
 struct kvmp_slot *kvmp_find_slot(struct kvmp_vm *vm, u64 gpa)
 {
@@ -39,9 +62,12 @@ static void kvmp_unpin_slot(struct kvmp_slot *s)
 {
 	u64 i;
 
-	for (i = 0; i < s->size >> KVMP_PAGE_SHIFT; i++)
+	for (i = 0; i < s->size >> KVMP_PAGE_SHIFT; i++) {
 		if (s->pins[i])
 			kvmp_os_unpin_user_page(s->pins[i], true);
+		if (!((i + 1) % KVMP_RESCHED_PAGES))
+			kvmp_os_cond_resched();
+	}
 }
 
 static void kvmp_free_slot(struct kvmp_slot *s)
@@ -52,21 +78,64 @@ static void kvmp_free_slot(struct kvmp_slot *s)
 	kvmp_os_free(s);
 }
 
-/*
- * Take a slot's pages out of the guest: unmap them from the nested page
- * tables, force every CPU out of guest mode so no stale TLB entry survives
- * (VCPUs flush when they see the new generation), then unpin.
- */
-static int kvmp_kick_all(void *unused)
+void kvmp_vcpu_guest_enter(struct kvmp_vcpu *vcpu, int cpu)
+{
+	__atomic_store_n(&vcpu->guest_cpu, cpu, __ATOMIC_SEQ_CST);
+	/* seen before the VCPU reads the TLB generation (kvmp_kick_vm) */
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+}
+
+void kvmp_vcpu_guest_exit(struct kvmp_vcpu *vcpu)
+{
+	__atomic_store_n(&vcpu->guest_cpu, -1, __ATOMIC_RELEASE);
+}
+
+static int kvmp_kick_cpu(void *unused)
 {
 	return 0;	/* the interrupt itself is what makes a CPU leave guest mode */
 }
 
+/*
+ * After a TLB generation bump: force out of guest mode the CPUs this VM's
+ * VCPUs are in it on (each once), as Linux's remote TLB flush does; a VCPU
+ * not in guest mode sees the new generation at its next entry.  vm->lock
+ * held (vcpus[]).
+ */
+static void kvmp_kick_vm(struct kvmp_vm *vm)
+{
+	int kicked[KVMP_MAX_VCPUS], n = 0, i, j, cpu;
+
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	for (i = 0; i < vm->nr_vcpus; i++) {
+		cpu = __atomic_load_n(&vm->vcpus[i]->guest_cpu, __ATOMIC_SEQ_CST);
+		if (cpu < 0)
+			continue;
+		for (j = 0; j < n && kicked[j] != cpu; j++)
+			;
+		if (j < n)
+			continue;
+		kicked[n++] = cpu;
+		kvmp_os_on_cpu(cpu, kvmp_kick_cpu, NULL);
+	}
+}
+
+/*
+ * Take a slot's pages out of the guest: unmap them from the nested page
+ * tables, force the VM's CPUs out of guest mode so no stale TLB entry
+ * survives (VCPUs flush when they see the new generation), then unpin.
+ */
 static void kvmp_retire_slot(struct kvmp_vm *vm, struct kvmp_slot *s)
 {
-	kvmp_backend->unmap_range(vm, s->gpa, s->size);
+	u64 chunk = KVMP_RESCHED_PAGES << KVMP_PAGE_SHIFT, off, n;
+
+	/* a slot may span terabytes: unmap it a piece at a time */
+	for (off = 0; off < s->size; off += n) {
+		n = s->size - off < chunk ? s->size - off : chunk;
+		kvmp_backend->unmap_range(vm, s->gpa + off, n);
+		kvmp_os_cond_resched();
+	}
 	__atomic_add_fetch(&vm->tlb_generation, 1, __ATOMIC_SEQ_CST);
-	kvmp_os_on_each_cpu(kvmp_kick_all, NULL);
+	kvmp_kick_vm(vm);
 	kvmp_free_slot(s);
 }
 
@@ -143,6 +212,12 @@ int kvmp_set_user_memory_region(struct kvmp_vm *vm,
 	}
 	if (kvmp_overlaps(vm, id, r->guest_phys_addr, r->memory_size)) {
 		ret = -KVMP_EEXIST;
+		goto out;
+	}
+	/* as x86 kvm_arch_prepare_memory_region, before anything is allocated */
+	if ((r->guest_phys_addr + r->memory_size - 1) >> KVMP_PAGE_SHIFT >
+	    kvmp_max_gfn()) {
+		ret = -KVMP_EINVAL;
 		goto out;
 	}
 	s = kvmp_new_slot(id, r->flags, r->guest_phys_addr, r->memory_size,

@@ -91,6 +91,12 @@ struct kvmp_os_mutex;	/* a sleeping lock */
 struct kvmp_os_mutex *kvmp_os_mutex_create(void);
 void kvmp_os_mutex_destroy(struct kvmp_os_mutex *m);
 void kvmp_os_mutex_lock(struct kvmp_os_mutex *m);	/* may sleep */
+/*
+ * Like kvmp_os_mutex_lock, but a fatal signal ends the wait: 0 with the lock
+ * held, or -KVMP_EINTR without it.  For locks a user may wait on for long
+ * (a VCPU's, held through KVM_RUN), so the waiter stays killable.
+ */
+int kvmp_os_mutex_lock_killable(struct kvmp_os_mutex *m);
 void kvmp_os_mutex_unlock(struct kvmp_os_mutex *m);
 
 /* --- CPUs, preemption, interrupts ------------------------------------------- */
@@ -105,10 +111,15 @@ void kvmp_os_irq_disable(void);
 
 /*
  * Run fn(arg) on every online CPU with preemption off and wait; returns the
- * first non-zero result.  Used to turn virtualisation on and off per CPU and
- * to force every CPU out of guest mode.  May sleep.
+ * first non-zero result.  Used to turn virtualisation on and off per CPU.
+ * May sleep.
  */
 int kvmp_os_on_each_cpu(int (*fn)(void *arg), void *arg);
+/*
+ * The same on one online CPU (the caller's own included): an interrupt that
+ * forces that CPU out of guest mode.  May sleep.
+ */
+int kvmp_os_on_cpu(int cpu, int (*fn)(void *arg), void *arg);
 
 /* --- control registers and descriptor tables ------------------------------- */
 /*

@@ -153,59 +153,12 @@ static void kvmp_add_leaf(u32 leaf, u32 subleaf, u32 flags)
 	}
 }
 
-/*
- * CR4 bits a guest may set: those of features the supported CPUID offers
- * (as Linux reserves CR4 bits by the guest's CPUID); never VMXE, PKE, PCIDE.
- */
-static u64 kvmp_cr4_allowed;
-
-#define CR4_ALWAYS	0x7ffULL	/* VME PVI TSD DE PSE PAE MCE PGE PCE OSFXSR OSXMMEXCPT */
-#define CR4_FSGSBASE	(1ULL << 16)
-#define CR4_SMEP	(1ULL << 20)
-#define CR4_SMAP	(1ULL << 21)
-
-static void kvmp_probe_cr4(void)
-{
-	u32 max, a, b, c, d;
-
-	kvmp_cr4_allowed = CR4_ALWAYS;
-	if (kvmp_xcr0_supported)
-		kvmp_cr4_allowed |= KVMP_CR4_OSXSAVE;
-	kvmp_cpuid(0, 0, &max, &b, &c, &d);
-	if (max < 7)
-		return;
-	kvmp_cpuid(7, 0, &a, &b, &c, &d);
-	b &= CPUID7_EBX_KEEP;
-	if (b & BIT(0))
-		kvmp_cr4_allowed |= CR4_FSGSBASE;
-	if (b & BIT(7))
-		kvmp_cr4_allowed |= CR4_SMEP;
-	if (b & BIT(20))
-		kvmp_cr4_allowed |= CR4_SMAP;
-}
-
-bool kvmp_cr4_valid(u64 cr4)
-{
-	return !(cr4 & ~kvmp_cr4_allowed);
-}
-
-/* what MOV to CR0 and KVM_SET_SREGS refuse (#GP, EINVAL), as Linux */
-bool kvmp_cr0_valid(u64 cr0)
-{
-	if (cr0 >> 32)
-		return false;
-	if ((cr0 & KVMP_CR0_NW) && !(cr0 & KVMP_CR0_CD))
-		return false;
-	return !((cr0 & KVMP_CR0_PG) && !(cr0 & KVMP_CR0_PE));
-}
-
 void kvmp_build_supported_cpuid(void)
 {
 	u32 max, max_ext, a, b, c, d, leaf;
 
 	kvmp_supported_nent = 0;
 	kvmp_probe_xsave();
-	kvmp_probe_cr4();
 	kvmp_cpuid(0, 0, &max, &b, &c, &d);
 	kvmp_add_leaf(0, 0, 0);
 	kvmp_add_leaf(1, 0, 0);
@@ -242,8 +195,8 @@ int kvmp_get_supported_cpuid(u64 uarg)
 	return 0;
 }
 
-static struct kvmp_cpuid_entry2 *kvmp_find_cpuid(struct kvmp_vcpu *vcpu,
-						  u32 leaf, u32 subleaf)
+struct kvmp_cpuid_entry2 *kvmp_find_cpuid(struct kvmp_vcpu *vcpu, u32 leaf,
+					  u32 subleaf)
 {
 	struct kvmp_cpuid_entry2 *e;
 	u32 i;
@@ -430,6 +383,16 @@ int kvmp_exit_pio(struct kvmp_vcpu *vcpu, struct kvmp_pio *pio)
 	struct kvmp_regs regs;
 	u64 count = 1, src;
 
+	/* what the backend read from the hardware indexes tables: check it */
+	if ((pio->size != 1 && pio->size != 2 && pio->size != 4) ||
+	    (pio->string && ((pio->addr_size != 2 && pio->addr_size != 4 &&
+			      pio->addr_size != 8) ||
+			     pio->seg < KVMP_SEG_ES || pio->seg > KVMP_SEG_GS))) {
+		kvmp_internal_error(vcpu, KVMP_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON,
+				    pio->size | (u64)pio->addr_size << 8 |
+				    (u64)(u32)pio->seg << 16, pio->port);
+		return KVMP_TO_USER;
+	}
 	kvmp_backend->get_regs(vcpu, &regs);
 	if (pio->string) {
 		if (pio->rep) {
@@ -561,7 +524,8 @@ int kvmp_exit_mmio(struct kvmp_vcpu *vcpu, u64 gpa, const u8 *insn_bytes,
 	kvmp_backend->get_regs(vcpu, &regs);
 	kvmp_backend->get_sregs(vcpu, &s);
 	if (insn_bytes && insn_len) {
-		avail = insn_len;
+		/* a hardware length, yet only KVMP_INSN_MAX_LEN bytes fit */
+		avail = insn_len < KVMP_INSN_MAX_LEN ? insn_len : KVMP_INSN_MAX_LEN;
 		kvmp_os_memcpy(code, insn_bytes, avail);
 	} else {
 		linear = s.cs.base + regs.rip;
@@ -614,6 +578,29 @@ static void kvmp_complete_mmio(struct kvmp_vcpu *vcpu)
 	}
 	regs.rip = mmio->next_rip;
 	kvmp_backend->set_regs(vcpu, &regs);
+}
+
+/*
+ * RDPMC, answered as Linux's KVM answers a guest whose counters it never
+ * programmed (kvmport gives guests no PMU): #GP (-KVMP_EINVAL) from CPL > 0
+ * in protected mode without CR4.PCE, or for a counter AMD's four (six with
+ * PerfCtrCore in the VMM's CPUID) do not have; otherwise 0.  Never the
+ * host's counters.
+ */
+#define KVMP_CR4_PCE	(1ULL << 8)
+
+int kvmp_emulate_rdpmc(struct kvmp_vcpu *vcpu, u32 ecx, unsigned int cpl,
+		       u64 cr0, u64 cr4, u64 *value)
+{
+	const struct kvmp_cpuid_entry2 *e = kvmp_find_cpuid(vcpu, 0x80000001, 0);
+	u32 counters = e && (e->ecx & (1U << 23)) ? 6 : 4;
+
+	if (cpl && (cr0 & KVMP_CR0_PE) && !(cr4 & KVMP_CR4_PCE))
+		return -KVMP_EINVAL;
+	if ((ecx & ~(3U << 30)) >= counters)
+		return -KVMP_EINVAL;
+	*value = 0;
+	return 0;
 }
 
 /* --- the run loop ------------------------------------------------------------- */

@@ -238,12 +238,21 @@ static void svm_reset(struct kvmp_vcpu *vcpu)
 	struct vmcb_control *ctl = &svm->vmcb->control;
 	u16 data = 0x93, code = 0x9b;	/* present, S, read/write or exec/read */
 
-	ctl->intercepts[3] = ICPT3_INTR | ICPT3_NMI | ICPT3_CPUID | ICPT3_INVD |
-			     ICPT3_HLT | ICPT3_IOIO | ICPT3_MSR | ICPT3_SHUTDOWN;
+	/*
+	 * As kvm_amd: #DB and #AC, whose delivery can loop in microcode
+	 * (CVE-2015-8104, CVE-2015-5307), go through us back to the guest;
+	 * #MC goes to the host's handler; the host's caches, counters, TSC_AUX
+	 * and the SVM instructions stay out of the guest's reach.
+	 */
+	ctl->intercepts[2] = ICPT2_DB | ICPT2_AC | ICPT2_MC;
+	ctl->intercepts[3] = ICPT3_INTR | ICPT3_NMI | ICPT3_RDPMC | ICPT3_CPUID |
+			     ICPT3_INVD | ICPT3_HLT | ICPT3_INVLPGA | ICPT3_IOIO |
+			     ICPT3_MSR | ICPT3_SHUTDOWN;
 	ctl->intercepts[4] = ICPT4_VMRUN | ICPT4_VMMCALL | ICPT4_VMLOAD |
 			     ICPT4_VMSAVE | ICPT4_STGI | ICPT4_CLGI | ICPT4_SKINIT |
-			     ICPT4_MONITOR | ICPT4_MWAIT | ICPT4_MWAIT_COND |
-			     ICPT4_XSETBV;
+			     ICPT4_RDTSCP | ICPT4_WBINVD | ICPT4_MONITOR |
+			     ICPT4_MWAIT | ICPT4_MWAIT_COND | ICPT4_XSETBV |
+			     ICPT4_RDPRU;
 	ctl->iopm_base_pa = svm_iopm_pa;
 	ctl->msrpm_base_pa = svm_msrpm_pa;
 	ctl->int_ctl = V_INTR_MASKING;
@@ -384,16 +393,7 @@ static int svm_set_sregs(struct kvmp_vcpu *vcpu, const struct kvmp_sregs *s)
 	struct vmcb_save *save = &svm->vmcb->save;
 	int i;
 
-	/* Linux's consistency rules for long mode */
-	if ((s->efer & KVMP_EFER_LME) && (s->cr0 & KVMP_CR0_PG)) {
-		if (!(s->cr4 & KVMP_CR4_PAE) || !(s->efer & KVMP_EFER_LMA))
-			return -KVMP_EINVAL;
-	} else if ((s->efer & KVMP_EFER_LMA) || s->cs.l) {
-		return -KVMP_EINVAL;
-	}
-	if (s->efer & ~EFER_GUEST_BITS)
-		return -KVMP_EINVAL;
-
+	/* the core checked the values (kvmp_check_sregs) */
 	seg_to_vmcb(&save->cs, &s->cs);
 	seg_to_vmcb(&save->ds, &s->ds);
 	seg_to_vmcb(&save->es, &s->es);
@@ -492,7 +492,7 @@ static int svm_set_msr(struct kvmp_vcpu *vcpu, u32 index, u64 data)
 		svm->vmcb->control.tsc_offset = data - rdtsc();
 		return 0;
 	case MSR_EFER:
-		if (data & ~EFER_GUEST_BITS)
+		if (data & ~KVMP_EFER_GUEST_BITS)
 			return -KVMP_EINVAL;
 		/* LMA is the CPU's to set (when paging turns on), as in Linux */
 		data = (data & ~KVMP_EFER_LMA) |
@@ -752,6 +752,7 @@ static int svm_run(struct kvmp_vcpu *vcpu)
 	kvmp_os_irq_disable();
 	cpu = kvmp_os_cpu();
 	c = &svm_cpus[cpu];
+	kvmp_vcpu_guest_enter(vcpu, cpu);	/* before the TLB generation */
 	svm_prepare_asid(vcpu, c, cpu);
 	svm->enter.host_vmcb_pa = c->host_vmcb_pa;
 	kvmp_fpu_load_guest(vcpu);
@@ -761,6 +762,7 @@ static int svm_run(struct kvmp_vcpu *vcpu)
 	svm_enter_guest(&svm->enter);
 	kvmp_os_irq_disable();
 	asm volatile("stgi" ::: "memory");
+	kvmp_vcpu_guest_exit(vcpu);
 
 	kvmp_fpu_save_guest(vcpu);
 	kvmp_os_irq_enable();
@@ -829,6 +831,72 @@ static int svm_exit_invd(struct kvmp_vcpu *vcpu)
 static int svm_exit_ud(struct kvmp_vcpu *vcpu)
 {
 	svm_inject_exception(vcpu, 6, false, 0);
+	return KVMP_REENTER;
+}
+
+/*
+ * #DB and #AC: the guest's own exceptions, intercepted only so their delivery
+ * cannot hang the CPU; hand them back.  The CPU has updated the VMCB's DR6
+ * for #DB; #AC's error code is always 0.
+ */
+static int svm_exit_excp_db(struct kvmp_vcpu *vcpu)
+{
+	svm_inject_exception(vcpu, 1, false, 0);
+	return KVMP_REENTER;
+}
+
+static int svm_exit_excp_ac(struct kvmp_vcpu *vcpu)
+{
+	svm_inject_exception(vcpu, 17, true, 0);
+	return KVMP_REENTER;
+}
+
+/* a machine check during the guest is the host's (as kvm_amd does) */
+static int svm_exit_excp_mc(struct kvmp_vcpu *vcpu)
+{
+	kvmp_host_machine_check();
+	return KVMP_REENTER;
+}
+
+/* RDPMC (0f 33): the core answers (no PMU for guests, never the host's) */
+static int svm_exit_rdpmc(struct kvmp_vcpu *vcpu)
+{
+	struct svm_vcpu *svm = to_svm(vcpu);
+	struct vmcb_save *save = &svm->vmcb->save;
+	u64 value;
+
+	if (kvmp_emulate_rdpmc(vcpu, svm->enter.gprs[KVMP_RCX], save->cpl,
+			       save->cr0, save->cr4, &value)) {
+		svm_inject_exception(vcpu, 13, true, 0);
+		return KVMP_REENTER;
+	}
+	save->rax = (u32)value;
+	svm->enter.gprs[KVMP_RDX] = value >> 32;
+	svm_skip(vcpu, 2);
+	return KVMP_REENTER;
+}
+
+/* WBINVD (0f 09): the guest has no non-coherent DMA; do not flush the host */
+static int svm_exit_wbinvd(struct kvmp_vcpu *vcpu)
+{
+	svm_skip(vcpu, 2);
+	return KVMP_REENTER;
+}
+
+/*
+ * RDTSCP (0f 01 f9): the guest's TSC and its TSC_AUX, which is 0 (no guest
+ * can set it: CPUID offers neither RDTSCP nor RDPID), not the host's CPU
+ * number the CPU would give.
+ */
+static int svm_exit_rdtscp(struct kvmp_vcpu *vcpu)
+{
+	struct svm_vcpu *svm = to_svm(vcpu);
+	u64 tsc = rdtsc() + svm->vmcb->control.tsc_offset;
+
+	svm->vmcb->save.rax = (u32)tsc;
+	svm->enter.gprs[KVMP_RDX] = tsc >> 32;
+	svm->enter.gprs[KVMP_RCX] = 0;
+	svm_skip(vcpu, 3);
 	return KVMP_REENTER;
 }
 
@@ -926,14 +994,19 @@ static int svm_exit_npf(struct kvmp_vcpu *vcpu)
 }
 
 static const svm_exit_handler svm_exit_handlers[SVM_EXIT_NPF + 1] = {
+	[SVM_EXIT_EXCP_DB]	= svm_exit_excp_db,
+	[SVM_EXIT_EXCP_AC]	= svm_exit_excp_ac,
+	[SVM_EXIT_EXCP_MC]	= svm_exit_excp_mc,
 	[SVM_EXIT_INTR]		= svm_exit_reenter,
 	[SVM_EXIT_NMI]		= svm_exit_reenter,
 	[SVM_EXIT_SMI]		= svm_exit_reenter,
 	[SVM_EXIT_IRET]		= svm_exit_iret,
 	[SVM_EXIT_VINTR]	= svm_exit_vintr,
+	[SVM_EXIT_RDPMC]	= svm_exit_rdpmc,
 	[SVM_EXIT_CPUID]	= svm_exit_cpuid,
 	[SVM_EXIT_INVD]		= svm_exit_invd,
 	[SVM_EXIT_HLT]		= svm_exit_hlt,
+	[SVM_EXIT_INVLPGA]	= svm_exit_ud,
 	[SVM_EXIT_IOIO]		= svm_exit_ioio,
 	[SVM_EXIT_MSR]		= svm_exit_msr,
 	[SVM_EXIT_SHUTDOWN]	= svm_exit_shutdown,
@@ -944,10 +1017,13 @@ static const svm_exit_handler svm_exit_handlers[SVM_EXIT_NPF + 1] = {
 	[SVM_EXIT_STGI]		= svm_exit_ud,
 	[SVM_EXIT_CLGI]		= svm_exit_ud,
 	[SVM_EXIT_SKINIT]	= svm_exit_ud,
+	[SVM_EXIT_RDTSCP]	= svm_exit_rdtscp,
+	[SVM_EXIT_WBINVD]	= svm_exit_wbinvd,
 	[SVM_EXIT_MONITOR]	= svm_exit_ud,
 	[SVM_EXIT_MWAIT]	= svm_exit_ud,
 	[SVM_EXIT_MWAIT_COND]	= svm_exit_ud,
 	[SVM_EXIT_XSETBV]	= svm_exit_xsetbv,
+	[SVM_EXIT_RDPRU]	= svm_exit_ud,
 	[SVM_EXIT_NPF]		= svm_exit_npf,
 };
 

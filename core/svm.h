@@ -93,14 +93,19 @@ _Static_assert(__builtin_offsetof(struct vmcb, save.rip) == 0x578, "vmcb");
 _Static_assert(__builtin_offsetof(struct vmcb, save.rax) == 0x5f8, "vmcb");
 _Static_assert(__builtin_offsetof(struct vmcb, save.g_pat) == 0x668, "vmcb");
 
-/* intercept bits: word 3 (0x00c) and word 4 (0x010) */
+/* intercept bits: word 2 (0x008) exceptions, word 3 (0x00c) and 4 (0x010) */
+#define ICPT2_DB		(1U << 1)
+#define ICPT2_AC		(1U << 17)
+#define ICPT2_MC		(1U << 18)
 #define ICPT3_INTR		(1U << 0)
 #define ICPT3_NMI		(1U << 1)
 #define ICPT3_VINTR		(1U << 4)
+#define ICPT3_RDPMC		(1U << 15)
 #define ICPT3_CPUID		(1U << 18)
 #define ICPT3_IRET		(1U << 20)
 #define ICPT3_INVD		(1U << 22)
 #define ICPT3_HLT		(1U << 24)
+#define ICPT3_INVLPGA		(1U << 26)
 #define ICPT3_IOIO		(1U << 27)
 #define ICPT3_MSR		(1U << 28)
 #define ICPT3_SHUTDOWN		(1U << 31)
@@ -111,10 +116,13 @@ _Static_assert(__builtin_offsetof(struct vmcb, save.g_pat) == 0x668, "vmcb");
 #define ICPT4_STGI		(1U << 4)
 #define ICPT4_CLGI		(1U << 5)
 #define ICPT4_SKINIT		(1U << 6)
+#define ICPT4_RDTSCP		(1U << 7)
+#define ICPT4_WBINVD		(1U << 9)
 #define ICPT4_MONITOR		(1U << 10)
 #define ICPT4_MWAIT		(1U << 11)
 #define ICPT4_MWAIT_COND	(1U << 12)
 #define ICPT4_XSETBV		(1U << 13)
+#define ICPT4_RDPRU		(1U << 14)
 
 #define V_IRQ			(1U << 8)
 #define V_INTR_PRIO_SHIFT	16
@@ -134,14 +142,19 @@ _Static_assert(__builtin_offsetof(struct vmcb, save.g_pat) == 0x668, "vmcb");
 #define TLB_FLUSH_ASID		3
 
 /* exit codes */
+#define SVM_EXIT_EXCP_DB	0x041
+#define SVM_EXIT_EXCP_AC	0x051
+#define SVM_EXIT_EXCP_MC	0x052
 #define SVM_EXIT_INTR		0x060
 #define SVM_EXIT_NMI		0x061
 #define SVM_EXIT_SMI		0x062
 #define SVM_EXIT_VINTR		0x064
+#define SVM_EXIT_RDPMC		0x06f
 #define SVM_EXIT_CPUID		0x072
 #define SVM_EXIT_IRET		0x074
 #define SVM_EXIT_INVD		0x076
 #define SVM_EXIT_HLT		0x078
+#define SVM_EXIT_INVLPGA	0x07a
 #define SVM_EXIT_IOIO		0x07b
 #define SVM_EXIT_MSR		0x07c
 #define SVM_EXIT_SHUTDOWN	0x07f
@@ -152,10 +165,13 @@ _Static_assert(__builtin_offsetof(struct vmcb, save.g_pat) == 0x668, "vmcb");
 #define SVM_EXIT_STGI		0x084
 #define SVM_EXIT_CLGI		0x085
 #define SVM_EXIT_SKINIT		0x086
+#define SVM_EXIT_RDTSCP		0x087
+#define SVM_EXIT_WBINVD		0x089
 #define SVM_EXIT_MONITOR	0x08a
 #define SVM_EXIT_MWAIT		0x08b
 #define SVM_EXIT_MWAIT_COND	0x08c
 #define SVM_EXIT_XSETBV		0x08d
+#define SVM_EXIT_RDPRU		0x08e
 #define SVM_EXIT_NPF		0x400
 #define SVM_EXIT_INVALID	(~0ULL)
 
@@ -163,7 +179,6 @@ _Static_assert(__builtin_offsetof(struct vmcb, save.g_pat) == 0x668, "vmcb");
 #define MSR_VM_CR		0xc0010114
 #define MSR_VM_HSAVE_PA		0xc0010117
 #define EFER_SVME		(1ULL << 12)
-#define EFER_GUEST_BITS		((1ULL << 0) | (1ULL << 8) | (1ULL << 10) | (1ULL << 11))
 #define VM_CR_SVMDIS		(1ULL << 4)
 
 #define NPT_PRESENT_RW_USER	0x7ULL

@@ -28,7 +28,6 @@
 #define MSR_PAT			0x277
 #define MSR_TSC			0x10
 
-#define EFER_GUEST_BITS		((1ULL << 0) | (1ULL << 8) | (1ULL << 10) | (1ULL << 11))
 #define PAT_DEFAULT		0x0007040600070406ULL
 
 #define CR0_MP			(1ULL << 1)
@@ -672,17 +671,7 @@ static int vmx_set_sregs(struct kvmp_vcpu *vcpu, const struct kvmp_sregs *s)
 	struct vmx_guest *g = &to_vmx(vcpu)->guest;
 	int i;
 
-	/* Linux's consistency rules for long mode */
-	if ((s->efer & KVMP_EFER_LME) && (s->cr0 & KVMP_CR0_PG)) {
-		if (!(s->cr4 & KVMP_CR4_PAE) || !(s->efer & KVMP_EFER_LMA))
-			return -KVMP_EINVAL;
-	} else if ((s->efer & KVMP_EFER_LMA) || s->cs.l) {
-		return -KVMP_EINVAL;
-	}
-	if ((s->efer & ~EFER_GUEST_BITS) || !kvmp_cr0_valid(s->cr0) ||
-	    !kvmp_cr4_valid(s->cr4) || s->cr8 > 15)
-		return -KVMP_EINVAL;
-
+	/* the core checked the values (kvmp_check_sregs) */
 	seg_to_vmx(&g->seg[KVMP_SEG_ES], &s->es, true);
 	seg_to_vmx(&g->seg[KVMP_SEG_CS], &s->cs, true);
 	seg_to_vmx(&g->seg[KVMP_SEG_SS], &s->ss, true);
@@ -699,7 +688,8 @@ static int vmx_set_sregs(struct kvmp_vcpu *vcpu, const struct kvmp_sregs *s)
 	g->cr2 = s->cr2;
 	g->cr3 = s->cr3;
 	g->cr4 = s->cr4;
-	g->cr8 = s->cr8;
+	if (s->cr8 <= 15)	/* Linux ignores a bad one */
+		g->cr8 = s->cr8;
 	g->efer = s->efer;
 	vcpu->apic_base = s->apic_base;
 	if (vmx_load_pdptes(vcpu))
@@ -801,7 +791,7 @@ static int vmx_set_msr(struct kvmp_vcpu *vcpu, u32 index, u64 data)
 		vmx->guest.tsc_offset = data - rdtsc();
 		return 0;
 	case MSR_EFER:
-		if (data & ~EFER_GUEST_BITS)
+		if (data & ~KVMP_EFER_GUEST_BITS)
 			return -KVMP_EINVAL;
 		/* LMA is the CPU's to set (when paging turns on), as in Linux */
 		vmx->guest.efer = (data & ~KVMP_EFER_LMA) |
@@ -1112,8 +1102,11 @@ static void vmx_write_controls(struct vmx_vcpu *vmx, struct kvmp_vcpu *vcpu)
 	vmcs_write(VMCS_ENTRY_MSR_LOAD_COUNT, 0);
 	vmcs_write(VMCS_PF_ERROR_MASK, 0);
 	vmcs_write(VMCS_PF_ERROR_MATCH, 0);
-	/* #DB and #AC exit: guests can loop the CPU in microcode on them */
-	vmcs_write(VMCS_EXCEPTION_BITMAP, (1U << 1) | (1U << 17));
+	/*
+	 * #DB and #AC exit: guests can loop the CPU in microcode on them; #MC
+	 * exits so the host's handler gets it.
+	 */
+	vmcs_write(VMCS_EXCEPTION_BITMAP, (1U << 1) | (1U << 17) | (1U << 18));
 	vmcs_write(VMCS_CR0_MASK, vmx_cr0_owned_by_host());
 	vmcs_write(VMCS_CR4_MASK, ~0ULL);	/* every CR4 change is checked */
 	vmcs_write(VMCS_GUEST_DEBUGCTL, 0);
@@ -1280,9 +1273,11 @@ static int vmx_run(struct kvmp_vcpu *vcpu)
 	kvmp_os_fpu_begin();	/* preemption off until fpu_end */
 	kvmp_os_irq_disable();
 	cpu = kvmp_os_cpu();
+	kvmp_vcpu_guest_enter(vcpu, cpu);	/* before the TLB generation */
 	kvmp_fpu_load_guest(vcpu);
 	r = vmx_enter(vcpu, cpu);
 	kvmp_fpu_save_guest(vcpu);
+	kvmp_vcpu_guest_exit(vcpu);
 	kvmp_os_irq_enable();
 	kvmp_os_fpu_end();
 
@@ -1352,6 +1347,10 @@ static int vmx_exit_exception(struct kvmp_vcpu *vcpu)
 			vmx_inject(vmx, INTR_TYPE_HW_EXCEPTION | 1, 0, 0);
 		return KVMP_REENTER;
 	}
+	if (vector == 18) {	/* #MC: the host's machine check */
+		kvmp_host_machine_check();
+		return KVMP_REENTER;
+	}
 	if (vector == 17) {	/* #AC: the guest's own, reflected */
 		vmx_inject(vmx, INTR_TYPE_HW_EXCEPTION | INTR_INFO_ERROR_VALID | 17,
 			   0, 0);
@@ -1415,6 +1414,20 @@ static int vmx_cpl(struct vmx_vcpu *vmx)
 	return (vmx->guest.seg[KVMP_SEG_SS].ar >> 5) & 3;
 }
 
+/* RDPMC: the core answers (no PMU for guests, never the host's counters) */
+static int vmx_exit_rdpmc(struct kvmp_vcpu *vcpu)
+{
+	struct vmx_vcpu *vmx = to_vmx(vcpu);
+	u64 value;
+
+	if (kvmp_emulate_rdpmc(vcpu, vmx->gprs[KVMP_RCX], vmx_cpl(vmx),
+			       vmx->guest.cr0, vmx->guest.cr4, &value))
+		return vmx_exit_gp(vcpu);
+	vmx->gprs[KVMP_RAX] = (u32)value;
+	vmx->gprs[KVMP_RDX] = value >> 32;
+	return vmx_skip(vcpu);
+}
+
 /* MOV to CR0 (the bits the host owns changed), as Linux's kvm_set_cr0 */
 static int vmx_set_cr0(struct kvmp_vcpu *vcpu, u64 cr0)
 {
@@ -1422,7 +1435,7 @@ static int vmx_set_cr0(struct kvmp_vcpu *vcpu, u64 cr0)
 	u64 old = g->cr0;
 
 	cr0 |= CR0_ET;
-	if (!kvmp_cr0_valid(cr0))
+	if (!kvmp_is_valid_cr0(cr0))
 		return -KVMP_EINVAL;
 	if (!(old & KVMP_CR0_PG) && (cr0 & KVMP_CR0_PG) &&
 	    (g->efer & KVMP_EFER_LME)) {
@@ -1451,7 +1464,7 @@ static int vmx_set_cr4(struct kvmp_vcpu *vcpu, u64 cr4)
 	struct vmx_guest *g = &to_vmx(vcpu)->guest;
 	u64 old = g->cr4;
 
-	if (!kvmp_cr4_valid(cr4) ||
+	if (!kvmp_is_valid_cr4(vcpu, cr4) ||
 	    (!(cr4 & KVMP_CR4_PAE) && (g->efer & KVMP_EFER_LMA)))
 		return -KVMP_EINVAL;
 	g->cr4 = cr4;
@@ -1660,7 +1673,7 @@ static const vmx_exit_handler vmx_exit_handlers[EXIT_MAX] = {
 	[EXIT_GETSEC]		= vmx_exit_ud,
 	[EXIT_HLT]		= vmx_exit_hlt,
 	[EXIT_INVD]		= vmx_exit_skip,
-	[EXIT_RDPMC]		= vmx_exit_gp,	/* no PMU for guests */
+	[EXIT_RDPMC]		= vmx_exit_rdpmc,
 	[EXIT_VMCALL]		= vmx_exit_ud,
 	[EXIT_VMCLEAR]		= vmx_exit_ud,
 	[EXIT_VMLAUNCH]		= vmx_exit_ud,

@@ -44,7 +44,8 @@ void kvmp_os_report_leaks(void)
 
 void *kvmp_os_zalloc(unsigned long size)
 {
-	void *p = kvzalloc(size, GFP_KERNEL_ACCOUNT);
+	/* sizes may come from a user (slot tables): fail quietly, never WARN */
+	void *p = kvzalloc(size, GFP_KERNEL_ACCOUNT | __GFP_NOWARN);
 
 	if (p)
 		atomic_long_inc(&kvmp_allocations);
@@ -137,6 +138,11 @@ void kvmp_os_mutex_lock(struct kvmp_os_mutex *m)
 	mutex_lock(&m->m);
 }
 
+int kvmp_os_mutex_lock_killable(struct kvmp_os_mutex *m)
+{
+	return mutex_lock_killable(&m->m) ? -KVMP_EINTR : 0;
+}
+
 void kvmp_os_mutex_unlock(struct kvmp_os_mutex *m)
 {
 	mutex_unlock(&m->m);
@@ -220,6 +226,14 @@ void kvmp_os_cr4_update(u64 set, u64 clear)
 void kvmp_os_tss_limit_lost(void)
 {
 	invalidate_tss_limit();
+}
+
+int kvmp_os_on_cpu(int cpu, int (*fn)(void *arg), void *arg)
+{
+	struct kvmp_each_cpu e = { .fn = fn, .arg = arg, .error = ATOMIC_INIT(0) };
+	int r = smp_call_function_single(cpu, kvmp_each_cpu_call, &e, 1);
+
+	return r ? r : atomic_read(&e.error);
 }
 
 void kvmp_os_fpu_begin(void)

@@ -9,7 +9,7 @@ from invoke import task
 from invoke.context import Context
 
 PY = shlex.quote(sys.executable)
-PYTHON_SOURCES = "pyhost tests bintest lab bench tasks.py tasks_core.py"
+PYTHON_SOURCES = "pyhost tests bintest lab bench tasks.py tasks_core.py tasks_qemu.py qemu_build.py"
 
 
 @task

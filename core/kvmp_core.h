@@ -63,6 +63,7 @@ struct kvmp_vm {
 	int nr_vcpus;
 	/* bumped when mappings go away: VCPUs flush their TLB before re-entry */
 	u32 tlb_generation;
+	u64 kvm_wall_clock;		/* the old KVM wall-clock MSR, per VM */
 	void *arch;			/* the backend's per-VM state */
 };
 
@@ -86,6 +87,34 @@ struct kvmp_mmio {
 	u64 next_rip;
 };
 
+/* Linux's numbers: MCE banks a VMM may set up, variable MTRRs offered */
+#define KVMP_MCE_BANKS_MAX	32
+#define KVMP_NR_VAR_MTRR	8
+#define KVMP_NR_FIXED_MTRR	11
+
+/* MSR state the core keeps per VCPU (the policy is in kvmp_x86.c) */
+struct kvmp_msr_state {
+	u64 mtrr_deftype;
+	u64 mtrr_fixed[KVMP_NR_FIXED_MTRR];
+	u64 mtrr_var[2 * KVMP_NR_VAR_MTRR];	/* base, mask, base, ... */
+	u64 mcg_cap;				/* KVM_X86_SETUP_MCE's */
+	u64 mcg_ctl;
+	u64 mcg_status;
+	u64 mce_banks[4 * KVMP_MCE_BANKS_MAX];	/* CTL, STATUS, ADDR, MISC */
+	u64 mci_ctl2[KVMP_MCE_BANKS_MAX];
+	u64 hwcr;
+	u64 ucode_rev;
+	u64 de_cfg;
+	u64 vm_cr;
+	u64 hsave_pa;
+	u64 smbase;
+	u64 smi_count;
+	u64 power_ctl;
+	u64 misc_features;
+	u64 platform_info;
+	u64 kvm_system_time;		/* the old KVM clock MSR, stored only */
+};
+
 struct kvmp_vcpu {
 	struct kvmp_vm *vm;
 	u32 id;
@@ -98,6 +127,7 @@ struct kvmp_vcpu {
 
 	u64 apic_base;			/* MSRs the core keeps itself */
 	u64 misc_enable;
+	struct kvmp_msr_state msr;
 
 	u8 *fpu;			/* x87/SSE/AVX: an XSAVE area, a page */
 	u64 xcr0;			/* the guest's XCR0 (XSETBV) */
@@ -190,8 +220,15 @@ extern u64 kvmp_xcr0_supported;
 extern u64 kvmp_host_xcr0;
 #define KVMP_XSAVE_AREA_MAX	1024	/* legacy + header + AVX fit */
 int kvmp_set_xcr(struct kvmp_vcpu *vcpu, u32 index, u64 value);
+/* RDMSR/WRMSR by the guest; non-zero means #GP */
 int kvmp_get_msr(struct kvmp_vcpu *vcpu, u32 index, u64 *data);
 int kvmp_set_msr(struct kvmp_vcpu *vcpu, u32 index, u64 data);
+/* KVM_GET/SET_MSRS: the VMM may read and write more than the guest may */
+int kvmp_host_get_msr(struct kvmp_vcpu *vcpu, u32 index, u64 *data);
+int kvmp_host_set_msr(struct kvmp_vcpu *vcpu, u32 index, u64 data);
+void kvmp_msr_init(struct kvmp_vcpu *vcpu);
+#define KVMP_MCE_CAP_SUPPORTED	((1ULL << 8) | (1ULL << 24))	/* CTL_P SER_P */
+int kvmp_setup_mce(struct kvmp_vcpu *vcpu, u64 mcg_cap);
 extern const u32 kvmp_msr_list[];
 extern const unsigned int kvmp_msr_list_len;
 int kvmp_emulate_rdpmc(struct kvmp_vcpu *vcpu, u32 ecx, unsigned int cpl,

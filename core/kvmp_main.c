@@ -108,6 +108,8 @@ int kvmp_check_extension(unsigned long cap)
 		return KVMP_MAX_VCPU_ID + 1;
 	case KVMP_CAP_NR_MEMSLOTS:
 		return KVMP_MAX_SLOTS;
+	case KVMP_CAP_MCE:
+		return KVMP_MCE_BANKS_MAX;
 	default:
 		return 0;
 	}
@@ -146,6 +148,14 @@ long kvmp_system_ioctl(unsigned int ioctl, unsigned long arg)
 		return kvmp_get_msr_index_list(arg);
 	case KVMP_GET_SUPPORTED_CPUID:
 		return kvmp_get_supported_cpuid(arg);
+	case KVMP_X86_GET_MCE_CAP_SUPPORTED: {
+		u64 cap = KVMP_MCE_CAP_SUPPORTED;
+
+		if (!kvmp_backend)
+			return -KVMP_EINVAL;
+		return kvmp_os_copy_to_user(arg, &cap, sizeof(cap)) ?
+		       -KVMP_EFAULT : 0;
+	}
 	default:
 		return -KVMP_EINVAL;
 	}
@@ -244,6 +254,7 @@ int kvmp_vcpu_create(struct kvmp_vm *vm, unsigned long id,
 	vcpu->pending_irq = -1;
 	vcpu->guest_cpu = -1;
 	vcpu->xcr0 = 1;			/* x87 only, as after reset */
+	kvmp_msr_init(vcpu);
 	r = -KVMP_ENOMEM;
 	vcpu->lock = kvmp_os_mutex_create();
 	if (!vcpu->lock)
@@ -335,8 +346,8 @@ static long kvmp_vcpu_get_msrs(struct kvmp_vcpu *vcpu, u64 uarg, bool set)
 	if (kvmp_os_copy_from_user(e, uentries, hdr.nmsrs * sizeof(*e)))
 		goto out;
 	for (i = 0; i < hdr.nmsrs; i++) {
-		if (set ? kvmp_set_msr(vcpu, e[i].index, e[i].data) :
-			  kvmp_get_msr(vcpu, e[i].index, &e[i].data))
+		if (set ? kvmp_host_set_msr(vcpu, e[i].index, e[i].data) :
+			  kvmp_host_get_msr(vcpu, e[i].index, &e[i].data))
 			break;
 	}
 	r = i;
@@ -418,6 +429,13 @@ static long kvmp_vcpu_ioctl_locked(struct kvmp_vcpu *vcpu, unsigned int ioctl,
 	case KVMP_NMI:
 		vcpu->pending_nmi = true;
 		return 0;
+	case KVMP_X86_SETUP_MCE: {
+		u64 cap;
+
+		if (kvmp_os_copy_from_user(&cap, arg, sizeof(cap)))
+			return -KVMP_EFAULT;
+		return kvmp_setup_mce(vcpu, cap);
+	}
 	}
 
 	b = kvmp_os_zalloc(sizeof(*b));

@@ -14,13 +14,17 @@
 			 BIT(20) | BIT(22) | BIT(23) | BIT(25) | BIT(30))
 #define CPUID1_ECX_HYPERVISOR BIT(31)
 /*
- * FPU VME DE PSE TSC MSR PAE CX8 SEP PGE CMOV PAT PSE36 CLFSH MMX FXSR SSE
- * SSE2: not APIC (there is no local APIC model), MTRR, MCE/MCA, DS, ACPI.
+ * FPU VME DE PSE TSC MSR PAE MCE CX8 APIC SEP MTRR PGE MCA CMOV PAT PSE36
+ * CLFSH MMX FXSR SSE SSE2; not DS, ACPI.  APIC as in Linux whatever the
+ * irqchip: a VMM without an in-kernel one (QEMU, kernel-irqchip=off) models
+ * the local APIC itself and clears the bit if it does not.  MTRR and MCE/MCA
+ * have their MSRs in the core.
  */
 #define CPUID1_EDX_KEEP	(BIT(0) | BIT(1) | BIT(2) | BIT(3) | BIT(4) | BIT(5) | \
-			 BIT(6) | BIT(8) | BIT(11) | BIT(13) | BIT(15) | \
-			 BIT(16) | BIT(17) | BIT(19) | BIT(23) | BIT(24) | \
-			 BIT(25) | BIT(26))
+			 BIT(6) | BIT(7) | BIT(8) | BIT(9) | BIT(11) | \
+			 BIT(12) | BIT(13) | BIT(14) | BIT(15) | BIT(16) | \
+			 BIT(17) | BIT(19) | BIT(23) | BIT(24) | BIT(25) | \
+			 BIT(26))
 /* leaf 1 ECX: XSAVE, and what needs the AVX state: FMA AVX F16C */
 #define CPUID1_ECX_XSAVE	BIT(26)
 #define CPUID1_ECX_OSXSAVE	BIT(27)
@@ -39,6 +43,7 @@
 			  BIT(30) | BIT(31))
 
 static struct kvmp_cpuid_entry2 kvmp_supported[32];
+static bool kvmp_amd;		/* AMD or Hygon: kvm_amd's MSRs, else kvm_intel's */
 static u32 kvmp_supported_nent;
 u64 kvmp_xcr0_supported;
 u64 kvmp_host_xcr0;
@@ -160,6 +165,8 @@ void kvmp_build_supported_cpuid(void)
 	kvmp_supported_nent = 0;
 	kvmp_probe_xsave();
 	kvmp_cpuid(0, 0, &max, &b, &c, &d);
+	/* "AuthenticAMD" and "HygonGenuine" (EBX "Auth" / "Hygo") */
+	kvmp_amd = b == 0x68747541 || b == 0x6f677948;
 	kvmp_add_leaf(0, 0, 0);
 	kvmp_add_leaf(1, 0, 0);
 	if (max >= 7)
@@ -260,54 +267,636 @@ int kvmp_set_xcr(struct kvmp_vcpu *vcpu, u32 index, u64 value)
 }
 
 /* --- MSRs ----------------------------------------------------------------- */
+/*
+ * Every MSR answers as Linux KVM answers it (value or #GP), for the guest and
+ * for KVM_GET/SET_MSRS, which may do more ("host").  The core keeps the state
+ * that is the same on every CPU; the backend keeps what lives in its VMCB or
+ * VMCS (EFER, the SYSCALL/SYSENTER and segment-base MSRs, PAT, TSC).
+ */
+#define MSR_P5_MC_ADDR		0x0
+#define MSR_P5_MC_TYPE		0x1
 #define MSR_IA32_TSC		0x10
+#define MSR_KVM_WALL_CLOCK	0x11	/* the old KVM clock pair */
+#define MSR_KVM_SYSTEM_TIME	0x12
+#define MSR_PLATFORM_ID		0x17
 #define MSR_IA32_APICBASE	0x1b
+#define MSR_EBL_CR_POWERON	0x2a
+#define MSR_EBC_FREQUENCY_ID	0x2c
+#define MSR_SMI_COUNT		0x34
+#define MSR_TSC_ADJUST		0x3b
+#define MSR_UCODE_WRITE		0x79
+#define MSR_UCODE_REV		0x8b
+#define MSR_SMBASE		0x9e
+#define MSR_P6_PERFCTR0		0xc1
+#define MSR_P6_PERFCTR1		0xc2
+#define MSR_FSB_FREQ		0xcd
+#define MSR_PLATFORM_INFO	0xce
+#define MSR_MTRRCAP		0xfe
+#define MSR_BBL_CR_CTL3		0x11e
+#define MSR_MISC_FEATURES	0x140
+#define MSR_MCG_CAP		0x179
+#define MSR_MCG_STATUS		0x17a
+#define MSR_MCG_CTL		0x17b
+#define MSR_P6_EVNTSEL0		0x186
+#define MSR_P6_EVNTSEL1		0x187
+#define MSR_PERF_STATUS		0x198
+#define MSR_PERF_CTL		0x199
 #define MSR_IA32_MISC_ENABLE	0x1a0
+#define MSR_DEBUGCTL		0x1d9
+#define MSR_LBR_FIRST		0x1db	/* last branch/interrupt from/to */
+#define MSR_LBR_LAST		0x1de
+#define MSR_POWER_CTL		0x1fc
+#define MSR_MTRR_VAR_FIRST	0x200
+#define MSR_MTRR_FIX64K		0x250
+#define MSR_MTRR_FIX16K		0x258	/* and 0x259 */
+#define MSR_MTRR_FIX4K		0x268	/* to 0x26f */
+#define MSR_PAT			0x277
+#define MSR_MC0_CTL2		0x280
+#define MSR_MTRR_DEFTYPE	0x2ff
+#define MSR_MC0_CTL		0x400
+#define MSR_RAPL_POWER_UNIT	0x606
+#define MSR_PKG_ENERGY		0x611
+#define MSR_DRAM_ENERGY		0x619
+#define MSR_PP0_ENERGY		0x639
+#define MSR_PP1_ENERGY		0x641
+#define MSR_TSC_DEADLINE	0x6e0
+#define MSR_K7_EVNTSEL0		0xc0010000	/* to PERFCTR3, 0xc0010007 */
+#define MSR_K7_PERFCTR3		0xc0010007
+#define MSR_SYSCFG		0xc0010010
+#define MSR_K7_HWCR		0xc0010015
+#define MSR_K7_CLK_CTL		0xc001001b
+#define MSR_NB_CFG		0xc001001f
+#define MSR_PATCH_LOADER	0xc0010020
+#define MSR_K8_INT_PENDING	0xc0010055
+#define MSR_MMIO_CONF_BASE	0xc0010058
+#define MSR_TSEG_ADDR		0xc0010112
+#define MSR_TSEG_MASK		0xc0010113
+#define MSR_VM_CR		0xc0010114
+#define MSR_VM_IGNNE		0xc0010115
+#define MSR_VM_HSAVE_PA		0xc0010117
+#define MSR_F15H_IC_CFG		0xc0011021
+#define MSR_DC_CFG		0xc0011022
+#define MSR_TW_CFG		0xc0011023
+#define MSR_DE_CFG		0xc0011029
+#define MSR_BU_CFG2		0xc001102a
+#define MSR_F15H_EX_CFG		0xc001102c
+
 #define APIC_BASE_DEFAULT	0xfee00000ULL
 #define APIC_BASE_ENABLE	(1ULL << 11)
 #define APIC_BASE_BSP		(1ULL << 8)
+#define APIC_BASE_X2APIC	(1ULL << 10)
+#define MISC_ENABLE_EMON	(1ULL << 7)
+#define MISC_ENABLE_BTS_UNAVAIL	(1ULL << 11)
+#define MISC_ENABLE_PEBS_UNAVAIL (1ULL << 12)
+#define MCG_CTL_P		(1ULL << 8)
+#define MCG_CMCI_P		(1ULL << 10)
+#define HWCR_MCSTATUSWREN	(1ULL << 18)
+#define VM_CR_LOCK		(1ULL << 3)
+#define VM_CR_SVMDIS		(1ULL << 4)
+#define VM_CR_VALID		0x1fULL
+#define DE_CFG_LFENCE_SERIALIZE	(1ULL << 1)
+#define PLATFORM_INFO_CPUID_FAULT (1ULL << 31)
 
-/* what the guest and KVM_GET/SET_MSRS may touch; the backend keeps most */
+/*
+ * What KVM_GET_MSR_INDEX_LIST reports: the MSRs a VMM saves and restores.
+ * QEMU writes the optional ones (SMBASE, HSAVE_PA, ...) only when listed.
+ */
 const u32 kvmp_msr_list[] = {
 	MSR_IA32_TSC, MSR_IA32_APICBASE, 0x174, 0x175, 0x176,
-	MSR_IA32_MISC_ENABLE, 0x277, 0xc0000080, 0xc0000081, 0xc0000082,
+	MSR_IA32_MISC_ENABLE, MSR_PAT, 0xc0000080, 0xc0000081, 0xc0000082,
 	0xc0000083, 0xc0000084, 0xc0000100, 0xc0000101, 0xc0000102,
+	MSR_KVM_WALL_CLOCK, MSR_KVM_SYSTEM_TIME, MSR_UCODE_REV, MSR_SMBASE,
+	MSR_SMI_COUNT, MSR_MCG_STATUS, MSR_MCG_CTL, MSR_K7_HWCR,
+	MSR_VM_HSAVE_PA,
 };
 const unsigned int kvmp_msr_list_len =
 	ARRAY_SIZE(kvmp_msr_list);
 
+
+/* the state a new VCPU's MSRs have in Linux KVM */
+void kvmp_msr_init(struct kvmp_vcpu *vcpu)
+{
+	vcpu->apic_base = APIC_BASE_DEFAULT | APIC_BASE_ENABLE |
+			  (vcpu->id == 0 ? APIC_BASE_BSP : 0);
+	vcpu->misc_enable = MISC_ENABLE_PEBS_UNAVAIL | MISC_ENABLE_BTS_UNAVAIL;
+	vcpu->msr.platform_info = PLATFORM_INFO_CPUID_FAULT;
+	/* kvm_amd and kvm_intel each start with their own microcode revision */
+	vcpu->msr.ucode_rev = kvmp_amd ? 0x01000065 : 0x100000000ULL;
+	vcpu->msr.smbase = 0x30000;
+	/* all banks, zeroed, no MCG_CTL until KVM_X86_SETUP_MCE (as Linux) */
+	vcpu->msr.mcg_cap = KVMP_MCE_BANKS_MAX;
+}
+
 static u64 kvmp_apic_base(struct kvmp_vcpu *vcpu)
 {
-	if (!vcpu->apic_base)
-		vcpu->apic_base = APIC_BASE_DEFAULT | APIC_BASE_ENABLE |
-				  (vcpu->id == 0 ? APIC_BASE_BSP : 0);
 	return vcpu->apic_base;
 }
 
-int kvmp_get_msr(struct kvmp_vcpu *vcpu, u32 index, u64 *data)
+/* physical-address bits the guest's CPUID gives (36 without the leaf) */
+static unsigned int kvmp_guest_maxphyaddr(struct kvmp_vcpu *vcpu)
 {
+	struct kvmp_cpuid_entry2 *e = kvmp_find_cpuid(vcpu, 0x80000000, 0);
+
+	if (e && e->eax >= 0x80000008) {
+		e = kvmp_find_cpuid(vcpu, 0x80000008, 0);
+		if (e && (e->eax & 0xff) >= 32 && (e->eax & 0xff) <= 52)
+			return e->eax & 0xff;
+	}
+	return 36;
+}
+
+static u64 kvmp_reserved_gpa_bits(struct kvmp_vcpu *vcpu)
+{
+	return ~0ULL << kvmp_guest_maxphyaddr(vcpu);
+}
+
+/* MTRR memory types: UC WC WT WP WB */
+static bool kvmp_mtrr_type_ok(u64 t)
+{
+	return t < 8 && ((1U << t) & 0x73);
+}
+
+/* PAT entries: 0, 1, 4, 5, 6, 7 */
+static bool kvmp_pat_ok(u64 v)
+{
+	if (v & 0xf8f8f8f8f8f8f8f8ULL)
+		return false;
+	return (v | ((v & 0x0202020202020202ULL) << 1)) == v;
+}
+
+/* index into mtrr_fixed[] of a fixed-range MTRR, or -1 */
+static int kvmp_mtrr_fixed_index(u32 index)
+{
+	if (index == MSR_MTRR_FIX64K)
+		return 0;
+	if (index == MSR_MTRR_FIX16K || index == MSR_MTRR_FIX16K + 1)
+		return 1 + index - MSR_MTRR_FIX16K;
+	if (index >= MSR_MTRR_FIX4K && index < MSR_MTRR_FIX4K + 8)
+		return 3 + index - MSR_MTRR_FIX4K;
+	return -1;
+}
+
+static bool kvmp_is_mtrr(u32 index)
+{
+	return (index >= MSR_MTRR_VAR_FIRST &&
+		index < MSR_MTRR_VAR_FIRST + 2 * KVMP_NR_VAR_MTRR) ||
+	       kvmp_mtrr_fixed_index(index) >= 0 || index == MSR_MTRR_DEFTYPE;
+}
+
+static int kvmp_get_mtrr(struct kvmp_vcpu *vcpu, u32 index, u64 *data)
+{
+	int i = kvmp_mtrr_fixed_index(index);
+
+	if (i >= 0)
+		*data = vcpu->msr.mtrr_fixed[i];
+	else if (index == MSR_MTRR_DEFTYPE)
+		*data = vcpu->msr.mtrr_deftype;
+	else
+		*data = vcpu->msr.mtrr_var[index - MSR_MTRR_VAR_FIRST] &
+			~kvmp_reserved_gpa_bits(vcpu);
+	return 0;
+}
+
+static int kvmp_set_mtrr(struct kvmp_vcpu *vcpu, u32 index, u64 data)
+{
+	int i = kvmp_mtrr_fixed_index(index), b;
+	u64 reserved;
+
+	if (i >= 0) {
+		for (b = 0; b < 64; b += 8)
+			if (!kvmp_mtrr_type_ok((data >> b) & 0xff))
+				return 1;
+		vcpu->msr.mtrr_fixed[i] = data;
+		return 0;
+	}
+	if (index == MSR_MTRR_DEFTYPE) {
+		if ((data & ~0xcffULL) || !kvmp_mtrr_type_ok(data & 0xff))
+			return 1;
+		vcpu->msr.mtrr_deftype = data;
+		return 0;
+	}
+	reserved = kvmp_reserved_gpa_bits(vcpu);
+	if (!(index & 1)) {		/* PhysBase: type, reserved 8-11 */
+		if (!kvmp_mtrr_type_ok(data & 0xff))
+			return 1;
+		reserved |= 0xf00;
+	} else {			/* PhysMask: valid bit 11 */
+		reserved |= 0x7ff;
+	}
+	if (data & reserved)
+		return 1;
+	vcpu->msr.mtrr_var[index - MSR_MTRR_VAR_FIRST] = data;
+	return 0;
+}
+
+static unsigned int kvmp_mce_banks(struct kvmp_vcpu *vcpu)
+{
+	return vcpu->msr.mcg_cap & 0xff;
+}
+
+/* KVM_X86_SETUP_MCE: the banks a VMM gives its guest (Linux's checks) */
+int kvmp_setup_mce(struct kvmp_vcpu *vcpu, u64 mcg_cap)
+{
+	unsigned int banks = mcg_cap & 0xff, i;
+
+	if (!banks || banks > KVMP_MCE_BANKS_MAX ||
+	    (mcg_cap & ~(KVMP_MCE_CAP_SUPPORTED | 0xff | 0xff0000)))
+		return -KVMP_EINVAL;
+	vcpu->msr.mcg_cap = mcg_cap;
+	if (mcg_cap & MCG_CTL_P)
+		vcpu->msr.mcg_ctl = ~0ULL;
+	for (i = 0; i < banks; i++)
+		vcpu->msr.mce_banks[4 * i] = ~0ULL;
+	if (kvmp_amd)	/* kvm_amd: bits 63:9 of MCG_CAP are reserved on AMD */
+		vcpu->msr.mcg_cap &= 0x1ff;
+	return 0;
+}
+
+/* the machine-check MSRs; 1 means #GP (or a refused KVM_SET_MSRS entry) */
+static int kvmp_get_mce(struct kvmp_vcpu *vcpu, u32 index, u64 *data,
+			bool host)
+{
+	u64 cap = vcpu->msr.mcg_cap;
+	u32 i;
+
 	switch (index) {
+	case MSR_P5_MC_ADDR:
+	case MSR_P5_MC_TYPE:
+		*data = 0;
+		return 0;
+	case MSR_MCG_CAP:
+		*data = cap;
+		return 0;
+	case MSR_MCG_CTL:
+		if (!(cap & MCG_CTL_P) && !host)
+			return 1;
+		*data = vcpu->msr.mcg_ctl;
+		return 0;
+	case MSR_MCG_STATUS:
+		*data = vcpu->msr.mcg_status;
+		return 0;
+	}
+	if (index >= MSR_MC0_CTL2 && index < MSR_MC0_CTL2 + KVMP_MCE_BANKS_MAX) {
+		i = index - MSR_MC0_CTL2;
+		if (i >= kvmp_mce_banks(vcpu) || (!(cap & MCG_CMCI_P) && !host))
+			return 1;
+		*data = vcpu->msr.mci_ctl2[i];
+		return 0;
+	}
+	i = index - MSR_MC0_CTL;
+	if (i >= 4 * kvmp_mce_banks(vcpu))
+		return 1;
+	*data = vcpu->msr.mce_banks[i];
+	return 0;
+}
+
+static int kvmp_set_mce(struct kvmp_vcpu *vcpu, u32 index, u64 data,
+			bool host)
+{
+	u64 cap = vcpu->msr.mcg_cap;
+	u32 i;
+
+	switch (index) {
+	case MSR_MCG_STATUS:
+		vcpu->msr.mcg_status = data;
+		return 0;
+	case MSR_MCG_CTL:
+		if (!(cap & MCG_CTL_P) && (data || !host))
+			return 1;
+		if (data != 0 && data != ~0ULL)
+			return 1;
+		vcpu->msr.mcg_ctl = data;
+		return 0;
+	}
+	if (index >= MSR_MC0_CTL2 && index < MSR_MC0_CTL2 + KVMP_MCE_BANKS_MAX) {
+		i = index - MSR_MC0_CTL2;
+		if (i >= kvmp_mce_banks(vcpu))
+			return 1;
+		if (!(cap & MCG_CMCI_P) && (data || !host))
+			return 1;
+		if (data & ~((1ULL << 30) | 0x7fffULL))	/* CMCI_EN, threshold */
+			return 1;
+		vcpu->msr.mci_ctl2[i] = data;
+		return 0;
+	}
+	i = index - MSR_MC0_CTL;
+	if (i >= 4 * kvmp_mce_banks(vcpu))
+		return 1;
+	/* MCi_CTL: 0 or all ones; bit 10 (K8 GART erratum) and bit 0 may be clear */
+	if (i % 4 == 0 && data && (data | (1ULL << 10) | 1) != ~0ULL)
+		return 1;
+	/* MCi_STATUS: the guest may only clear it, unless HWCR allows more */
+	if (i % 4 == 1 && !host && data &&
+	    !(vcpu->msr.hwcr & HWCR_MCSTATUSWREN))
+		return 1;
+	vcpu->msr.mce_banks[i] = data;
+	return 0;
+}
+
+static bool kvmp_is_mce(u32 index)
+{
+	return index <= MSR_P5_MC_TYPE ||
+	       (index >= MSR_MCG_CAP && index <= MSR_MCG_CTL) ||
+	       (index >= MSR_MC0_CTL2 &&
+		index < MSR_MC0_CTL2 + KVMP_MCE_BANKS_MAX) ||
+	       (index >= MSR_MC0_CTL &&
+		index < MSR_MC0_CTL + 4 * KVMP_MCE_BANKS_MAX);
+}
+
+/* the family and model the guest's CPUID gives, or -1 */
+static int kvmp_guest_family_model(struct kvmp_vcpu *vcpu, int *model)
+{
+	struct kvmp_cpuid_entry2 *e = kvmp_find_cpuid(vcpu, 1, 0);
+	int family;
+
+	if (!e)
+		return -1;
+	family = (e->eax >> 8) & 0xf;
+	*model = (e->eax >> 4) & 0xf;
+	if (family == 0xf)
+		family += (e->eax >> 20) & 0xff;
+	if (family >= 6)
+		*model += ((e->eax >> 16) & 0xf) << 4;
+	return family;
+}
+
+static int kvmp_do_get_msr(struct kvmp_vcpu *vcpu, u32 index, u64 *data,
+			   bool host)
+{
+	int family, model;
+
+	switch (index) {
+	/* MSRs that exist on some CPU and read as zero in Linux KVM */
+	case MSR_PLATFORM_ID:
+	case MSR_EBL_CR_POWERON:
+	case MSR_P6_PERFCTR0:
+	case MSR_P6_PERFCTR1:
+	case MSR_P6_EVNTSEL0:
+	case MSR_P6_EVNTSEL1:
+	case MSR_PERF_CTL:
+	case MSR_DEBUGCTL:	/* no LBR virtualisation: the VMCB's zeros */
+	case MSR_LBR_FIRST ... MSR_LBR_LAST:
+	case MSR_TSC_ADJUST:	/* no TSC_ADJUST in the supported CPUID */
+	case MSR_TSC_DEADLINE:	/* no in-kernel local APIC */
+	case MSR_RAPL_POWER_UNIT:
+	case MSR_PKG_ENERGY:
+	case MSR_DRAM_ENERGY:
+	case MSR_PP0_ENERGY:
+	case MSR_PP1_ENERGY:
+	case MSR_K7_EVNTSEL0 ... MSR_K7_PERFCTR3:	/* no PMU is offered */
+	case MSR_SYSCFG:
+	case MSR_NB_CFG:
+	case MSR_K8_INT_PENDING:
+	case MSR_MMIO_CONF_BASE:
+	case MSR_TSEG_ADDR:
+	case MSR_TSEG_MASK:
+	case MSR_DC_CFG:
+	case MSR_TW_CFG:
+	case MSR_BU_CFG2:
+	case MSR_F15H_EX_CFG:
+		*data = 0;
+		return 0;
+	case MSR_KVM_WALL_CLOCK:
+		*data = vcpu->vm->kvm_wall_clock;
+		return 0;
+	case MSR_KVM_SYSTEM_TIME:
+		*data = vcpu->msr.kvm_system_time;
+		return 0;
 	case MSR_IA32_APICBASE:
 		*data = kvmp_apic_base(vcpu);
+		return 0;
+	case MSR_EBC_FREQUENCY_ID:	/* a core/bus ratio of 1 */
+		*data = 1ULL << 24;
+		return 0;
+	case MSR_SMI_COUNT:
+		*data = vcpu->msr.smi_count;
+		return 0;
+	case MSR_UCODE_REV:
+		*data = vcpu->msr.ucode_rev;
+		return 0;
+	case MSR_SMBASE:
+		if (!host)
+			return 1;
+		*data = vcpu->msr.smbase;
+		return 0;
+	case MSR_FSB_FREQ:
+		*data = 3;
+		return 0;
+	case MSR_PLATFORM_INFO:	/* guests may read it (Linux's default) */
+		*data = vcpu->msr.platform_info;
+		return 0;
+	case MSR_MTRRCAP:	/* WC, fixed ranges, KVMP_NR_VAR_MTRR ranges */
+		*data = 0x500 | KVMP_NR_VAR_MTRR;
+		return 0;
+	case MSR_BBL_CR_CTL3:	/* Linux's plausible L2 setting */
+		*data = 0xbe702111;
+		return 0;
+	case MSR_MISC_FEATURES:
+		*data = vcpu->msr.misc_features;
+		return 0;
+	case MSR_PERF_STATUS:	/* Linux's fixed answer */
+		*data = 1000ULL | (4ULL << 40);
 		return 0;
 	case MSR_IA32_MISC_ENABLE:
 		*data = vcpu->misc_enable;
 		return 0;
+	case MSR_POWER_CTL:
+		*data = vcpu->msr.power_ctl;
+		return 0;
+	case MSR_K7_HWCR:
+		*data = vcpu->msr.hwcr;
+		return 0;
+	case MSR_K7_CLK_CTL:	/* Linux's ramp-up count for K7 */
+		*data = 0x20000000;
+		return 0;
+	case MSR_VM_HSAVE_PA:
+		*data = vcpu->msr.hsave_pa;
+		return 0;
 	}
-	return kvmp_backend->get_msr(vcpu, index, data);
+	if (kvmp_amd) {		/* what only kvm_amd answers */
+		switch (index) {
+		case MSR_VM_CR:
+			*data = vcpu->msr.vm_cr;
+			return 0;
+		case MSR_F15H_IC_CFG:
+			family = kvmp_guest_family_model(vcpu, &model);
+			if (family < 0)
+				return 1;
+			*data = family == 0x15 && model >= 2 && model < 0x20 ?
+				0x1e : 0;
+			return 0;
+		case MSR_DE_CFG:
+			*data = vcpu->msr.de_cfg;
+			return 0;
+		}
+	}
+	if (kvmp_is_mtrr(index))
+		return kvmp_get_mtrr(vcpu, index, data);
+	if (kvmp_is_mce(index))
+		return kvmp_get_mce(vcpu, index, data, host);
+	return kvmp_backend->get_msr(vcpu, index, data) ? 1 : 0;
+}
+
+/* Linux's checks; there is no local APIC in the kernel to reconfigure */
+static int kvmp_set_apic_base(struct kvmp_vcpu *vcpu, u64 data, bool host)
+{
+	struct kvmp_cpuid_entry2 *e = kvmp_find_cpuid(vcpu, 1, 0);
+	u64 reserved = kvmp_reserved_gpa_bits(vcpu) | 0x2ff;
+	u64 old = vcpu->apic_base;
+
+	if (!e || !(e->ecx & BIT(21)))		/* no x2APIC in CPUID */
+		reserved |= APIC_BASE_X2APIC;
+	if ((data & reserved) ||
+	    (data & (APIC_BASE_X2APIC | APIC_BASE_ENABLE)) == APIC_BASE_X2APIC)
+		return 1;
+	if (!host) {
+		/* x2APIC -> xAPIC and disabled -> x2APIC skip a step */
+		if ((old & APIC_BASE_X2APIC) && !(data & APIC_BASE_X2APIC) &&
+		    (data & APIC_BASE_ENABLE))
+			return 1;
+		if (!(old & APIC_BASE_ENABLE) && (data & APIC_BASE_X2APIC))
+			return 1;
+	}
+	vcpu->apic_base = data;
+	return 0;
+}
+
+static int kvmp_do_set_msr(struct kvmp_vcpu *vcpu, u32 index, u64 data,
+			   bool host)
+{
+	u64 changeable;
+
+	switch (index) {
+	/* writes Linux KVM accepts and drops */
+	case MSR_NB_CFG:
+	case MSR_UCODE_WRITE:
+	case MSR_PATCH_LOADER:
+	case MSR_BU_CFG2:
+	case MSR_DC_CFG:
+	case MSR_TW_CFG:
+	case MSR_F15H_EX_CFG:
+	case MSR_DEBUGCTL:	/* no LBR virtualisation */
+	case MSR_TSC_ADJUST:	/* no TSC_ADJUST in the supported CPUID */
+	case MSR_TSC_DEADLINE:	/* no in-kernel local APIC */
+	case MSR_VM_IGNNE:
+	case MSR_P6_PERFCTR0:
+	case MSR_P6_PERFCTR1:
+	case MSR_P6_EVNTSEL0:
+	case MSR_P6_EVNTSEL1:
+	case MSR_K7_EVNTSEL0 ... MSR_K7_PERFCTR3:
+		return 0;
+	case MSR_KVM_WALL_CLOCK:
+		/* stored only: kvmport offers no KVM clock in CPUID 0x40000001 */
+		vcpu->vm->kvm_wall_clock = data;
+		return 0;
+	case MSR_KVM_SYSTEM_TIME:
+		vcpu->msr.kvm_system_time = data;
+		return 0;
+	case MSR_UCODE_REV:
+		if (host)
+			vcpu->msr.ucode_rev = data;
+		return 0;
+	case MSR_IA32_APICBASE:
+		return kvmp_set_apic_base(vcpu, data, host);
+	case MSR_SMBASE:
+		if (!host)
+			return 1;
+		vcpu->msr.smbase = data;
+		return 0;
+	case MSR_SMI_COUNT:
+		if (!host)
+			return 1;
+		vcpu->msr.smi_count = data;
+		return 0;
+	case MSR_MISC_FEATURES:
+		/*
+		 * CPUID faulting (bit 0) is not implemented: refused rather than
+		 * accepted and ignored (Linux takes it); docs/driver.md
+		 */
+		if (data)
+			return 1;
+		vcpu->msr.misc_features = 0;
+		return 0;
+	case MSR_PLATFORM_INFO:
+		if (!host)
+			return 1;
+		vcpu->msr.platform_info = data;
+		return 0;
+	case MSR_IA32_MISC_ENABLE:
+		if (!host) {
+			/* BTS/PEBS unavailable are read-only, EMON is ignored */
+			if ((vcpu->misc_enable ^ data) &
+			    (MISC_ENABLE_BTS_UNAVAIL | MISC_ENABLE_PEBS_UNAVAIL))
+				return 1;
+			data = (data & ~MISC_ENABLE_EMON) |
+			       (vcpu->misc_enable & MISC_ENABLE_EMON);
+		}
+		vcpu->misc_enable = data;
+		return 0;
+	case MSR_POWER_CTL:
+		vcpu->msr.power_ctl = data;
+		return 0;
+	case MSR_K7_HWCR:
+		/* flush filter, IGNNE emulation and TLB cache bits are ignored */
+		data &= ~(0x40ULL | 0x100ULL | 0x8ULL);
+		if (data && data != HWCR_MCSTATUSWREN)
+			return 1;
+		vcpu->msr.hwcr = data;
+		return 0;
+	case MSR_MMIO_CONF_BASE:
+		return data ? 1 : 0;
+	case MSR_VM_CR:
+		if (!kvmp_amd || (data & ~VM_CR_VALID))
+			return 1;
+		changeable = VM_CR_VALID;
+		if (vcpu->msr.vm_cr & VM_CR_SVMDIS)
+			changeable &= ~(VM_CR_LOCK | VM_CR_SVMDIS);
+		vcpu->msr.vm_cr = (vcpu->msr.vm_cr & ~changeable) |
+				  (data & changeable);
+		return 0;
+	case MSR_VM_HSAVE_PA:
+		if (!kvmp_amd)		/* kvm_intel drops it */
+			return 0;
+		if (!host && ((data & (KVMP_PAGE_SIZE - 1)) ||
+			      (data & kvmp_reserved_gpa_bits(vcpu))))
+			return 1;
+		vcpu->msr.hsave_pa = data & ~(u64)(KVMP_PAGE_SIZE - 1);
+		return 0;
+	case MSR_DE_CFG:
+		if (!kvmp_amd || (data & ~DE_CFG_LFENCE_SERIALIZE))
+			return 1;
+		vcpu->msr.de_cfg = data;
+		return 0;
+	case MSR_PAT:	/* the backend keeps it; the rule is the same */
+		if (!kvmp_pat_ok(data))
+			return 1;
+		break;
+	}
+	if (kvmp_is_mtrr(index))
+		return kvmp_set_mtrr(vcpu, index, data);
+	if (kvmp_is_mce(index))
+		return kvmp_set_mce(vcpu, index, data, host);
+	return kvmp_backend->set_msr(vcpu, index, data) ? 1 : 0;
+}
+
+int kvmp_get_msr(struct kvmp_vcpu *vcpu, u32 index, u64 *data)
+{
+	return kvmp_do_get_msr(vcpu, index, data, false);
 }
 
 int kvmp_set_msr(struct kvmp_vcpu *vcpu, u32 index, u64 data)
 {
-	switch (index) {
-	case MSR_IA32_APICBASE:
-		vcpu->apic_base = data;
-		return 0;
-	case MSR_IA32_MISC_ENABLE:
-		vcpu->misc_enable = data;
-		return 0;
-	}
-	return kvmp_backend->set_msr(vcpu, index, data);
+	return kvmp_do_set_msr(vcpu, index, data, false);
+}
+
+int kvmp_host_get_msr(struct kvmp_vcpu *vcpu, u32 index, u64 *data)
+{
+	return kvmp_do_get_msr(vcpu, index, data, true);
+}
+
+int kvmp_host_set_msr(struct kvmp_vcpu *vcpu, u32 index, u64 data)
+{
+	return kvmp_do_set_msr(vcpu, index, data, true);
 }
 
 /* --- exits the core finishes ------------------------------------------------ */

@@ -113,6 +113,12 @@ class Kvm:
         kvm_ioctl(self.fd, "GET_MSR_INDEX_LIST", lst)
         return [lst.indices[i] for i in range(lst.nmsrs)]
 
+    def get_mce_cap_supported(self) -> int:
+        """KVM_X86_GET_MCE_CAP_SUPPORTED: the MCG_CAP bits KVM_X86_SETUP_MCE accepts."""
+        cap = ffi.new("kvmp_u64 *")
+        kvm_ioctl(self.fd, "X86_GET_MCE_CAP_SUPPORTED", cap)
+        return int(cap[0])
+
     def get_supported_cpuid(self, max_entries: int = 64) -> list[CpuidEntry]:
         """KVM_GET_SUPPORTED_CPUID, growing the buffer while the device answers E2BIG."""
         while True:

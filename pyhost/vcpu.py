@@ -113,6 +113,10 @@ class Vcpu:
             entry.data = data
         return kvm_ioctl(self.fd, "SET_MSRS", msrs)
 
+    def setup_mce(self, mcg_cap: int) -> None:
+        """KVM_X86_SETUP_MCE: give the guest MCG_CAP's banks (see Kvm.get_mce_cap_supported)."""
+        kvm_ioctl(self.fd, "X86_SETUP_MCE", ffi.new("kvmp_u64 *", mcg_cap))
+
     def set_cpuid2(self, entries: list[CpuidEntry]) -> None:
         kvm_ioctl(self.fd, "SET_CPUID2", new_cpuid2(len(entries), entries))
 

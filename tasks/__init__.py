@@ -5,6 +5,7 @@
     kext.py        build-kext, checkpatch, install-dkms
     bootfd.py      build-bootfd (the bintest/bootfd.img recipe)
     benchmarks.py  bench, bench-boot (the measuring is bench/'s)
+    qemu.py        build-qemu (the building is qemu_build.py's)
 
 invoke puts tasks/ itself first on sys.path: a module here named like a top-level package
 (lab, bench, ...) would hide it, hence labs.py and benchmarks.py.
@@ -12,9 +13,9 @@ invoke puts tasks/ itself first on sys.path: a module here named like a top-leve
 
 from invoke import Collection
 
-from . import benchmarks, bootfd, core, kext, labs
+from . import benchmarks, bootfd, core, kext, labs, qemu
 
 ns = Collection()
-for module in (core, labs, kext, bootfd, benchmarks):
+for module in (core, labs, kext, bootfd, benchmarks, qemu):
     for t in Collection.from_module(module).tasks.values():
         ns.add_task(t)

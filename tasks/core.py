@@ -11,7 +11,7 @@ from invoke.context import Context
 from invoke.exceptions import Exit
 
 PY = shlex.quote(sys.executable)
-PYTHON_SOURCES = "pyhost tests bintest lab bench tasks"
+PYTHON_SOURCES = "pyhost tests bintest lab bench tasks qemu_build.py"
 
 
 @task

@@ -135,6 +135,7 @@ typedef uint64_t kvmp_u64;
 #define KVMP_CAP_USER_NMI			22
 #define KVMP_CAP_IRQ_ROUTING			25
 #define KVMP_CAP_JOIN_MEMORY_REGIONS_WORKS	30
+#define KVMP_CAP_MCE				31
 #define KVMP_CAP_INTERNAL_ERROR_DATA		40
 #define KVMP_CAP_XSAVE				55
 #define KVMP_CAP_MAX_VCPUS			66
@@ -435,6 +436,8 @@ struct kvmp_run {
 #define KVMP_GET_MP_STATE		KVMP_IOR(KVMPIO, 0x98, struct kvmp_mp_state)
 #define KVMP_SET_MP_STATE		KVMP_IOW(KVMPIO, 0x99, struct kvmp_mp_state)
 #define KVMP_NMI			KVMP_IO(KVMPIO, 0x9a)
+#define KVMP_X86_SETUP_MCE		KVMP_IOW(KVMPIO, 0x9c, kvmp_u64)
+#define KVMP_X86_GET_MCE_CAP_SUPPORTED	KVMP_IOR(KVMPIO, 0x9d, kvmp_u64)
 #define KVMP_GET_VCPU_EVENTS		KVMP_IOR(KVMPIO, 0x9f, struct kvmp_vcpu_events)
 #define KVMP_SET_VCPU_EVENTS		KVMP_IOW(KVMPIO, 0xa0, struct kvmp_vcpu_events)
 #define KVMP_GET_XSAVE			KVMP_IOR(KVMPIO, 0xa4, struct kvmp_xsave)

@@ -102,11 +102,14 @@ def host_flags() -> set[str]:
 def test_supported_cpuid_is_filtered_to_what_kvmport_provides():
     leaves = supported_cpuid()
     one = leaves[1]
-    assert not one.edx & (1 << 9), "local APIC advertised, but there is no APIC model"
+    host = host_flags()
+    # as Linux, whatever the irqchip: a VMM without an in-kernel one models the APIC itself;
+    # MTRRs and machine checks have their MSRs in the core
+    for bit, flag in ((9, "apic"), (12, "mtrr"), (7, "mce"), (14, "mca")):
+        assert bool(one.edx & (1 << bit)) == (flag in host), flag
     assert not one.ecx & (1 << 5), "VMX advertised to the guest"
     assert not one.ecx & (1 << 27), "OSXSAVE is the guest's CR4, not a supported feature"
     assert one.ecx & (1 << 31), "the hypervisor bit is missing"
-    host = host_flags()
     # the state the backends switch (x87, SSE, AVX) is offered exactly as the host has it
     for bit, flag in ((26, "xsave"), (28, "avx"), (12, "fma"), (29, "f16c")):
         assert bool(one.ecx & (1 << bit)) == (flag in host), flag
@@ -202,3 +205,88 @@ def test_vcpu_msrs_cpuid_and_interrupt_checks(vm, vcpu):
     probe = abi_ffi.new("struct kvmp_cpuid2 *", {"nent": 1, "entries": 1})
     assert lib.kvmp_vcpu_ioctl(vcpu, abi.KVMP_GET_CPUID2, ptr(probe)) == -errno.E2BIG
     assert probe.nent == 2
+
+
+GP = 1  # what kvmp_get_msr/kvmp_set_msr return for a #GP (or a refused KVM_SET_MSRS entry)
+
+
+def read_msr(vcpu, index: int, host: bool = False) -> int | None:
+    data = ffi.new("u64 *")
+    r = (lib.kvmp_host_get_msr if host else lib.kvmp_get_msr)(vcpu, index, data)
+    return None if r else int(data[0])
+
+
+def write_msr(vcpu, index: int, value: int, host: bool = False) -> bool:
+    return (lib.kvmp_host_set_msr if host else lib.kvmp_set_msr)(vcpu, index, value) == 0
+
+
+def test_mtrrs_are_kept_per_vcpu_with_linux_checks(vcpu):
+    assert read_msr(vcpu, 0xFE) == 0x508  # WC, fixed ranges, 8 variable ranges
+    assert not write_msr(vcpu, 0xFE, 0)   # read-only
+    assert write_msr(vcpu, 0x2FF, 0xC06) and read_msr(vcpu, 0x2FF) == 0xC06
+    assert not write_msr(vcpu, 0x2FF, 0x1006)   # reserved bit
+    assert not write_msr(vcpu, 0x2FF, 0xC02)    # type 2 does not exist
+    for index in [0x250, 0x258, 0x259, *range(0x268, 0x270)]:
+        assert write_msr(vcpu, index, 0x0606060606060606), hex(index)
+        assert read_msr(vcpu, index) == 0x0606060606060606
+    assert not write_msr(vcpu, 0x250, 0x0606060606060603)
+    assert write_msr(vcpu, 0x200, 0x80000006) and read_msr(vcpu, 0x200) == 0x80000006
+    assert not write_msr(vcpu, 0x200, 0x80000106)  # base: bits 8-11 reserved
+    assert write_msr(vcpu, 0x201, 0xF80000800) and read_msr(vcpu, 0x201) == 0xF80000800
+    assert not write_msr(vcpu, 0x201, 0xF80000801)  # mask: bits 0-10 reserved
+    assert not write_msr(vcpu, 0x201, 1 << 36)      # beyond MAXPHYADDR (36 without 0x80000008)
+    assert read_msr(vcpu, 0x20F) == 0
+    for index in (0x210, 0x251, 0x25A, 0x270, 0x2A0, 0x2FE):
+        assert read_msr(vcpu, index) is None, hex(index)
+
+
+def test_machine_check_msrs_follow_setup_mce(vcpu):
+    assert read_msr(vcpu, 0x0) == 0 and read_msr(vcpu, 0x1) == 0  # P5_MC_ADDR/TYPE
+    # before KVM_X86_SETUP_MCE: Linux's 32 zeroed banks, no MCG_CTL, no CMCI
+    assert read_msr(vcpu, 0x179) == 32 and read_msr(vcpu, 0x17A) == 0
+    assert read_msr(vcpu, 0x17B) is None and read_msr(vcpu, 0x17B, host=True) == 0
+    assert read_msr(vcpu, 0x400) == 0 and read_msr(vcpu, 0x47F) == 0
+    assert read_msr(vcpu, 0x480) is None and read_msr(vcpu, 0x280) is None
+    assert not write_msr(vcpu, 0x17B, ~0 & (2**64 - 1), host=True)  # no MCG_CTL_P yet
+    cap = ffi.new("u64 *")
+    assert lib.kvmp_system_ioctl(abi.KVMP_X86_GET_MCE_CAP_SUPPORTED, ptr(cap)) == 0
+    assert cap[0] == (1 << 8) | (1 << 24)
+    assert lib.kvmp_check_extension(abi.KVMP_CAP_MCE) == 32
+    for bad in (0, 33, (1 << 10) | 10):  # no bank, too many, CMCI_P not supported
+        assert lib.kvmp_setup_mce(vcpu, bad) == -errno.EINVAL, hex(bad)
+    assert lib.kvmp_setup_mce(vcpu, cap[0] | 10) == 0
+    amd = "AuthenticAMD" in Path("/proc/cpuinfo").read_text()
+    # kvm_amd keeps bits 8:0 of MCG_CAP (the rest is reserved on AMD), kvm_intel all of it
+    want = (cap[0] | 10) & (0x1FF if amd else 2**64 - 1)
+    assert read_msr(vcpu, 0x179) == want and read_msr(vcpu, 0x17B) == 2**64 - 1
+    assert read_msr(vcpu, 0x400) == 2**64 - 1 and read_msr(vcpu, 0x427) == 0
+    assert read_msr(vcpu, 0x428) is None and read_msr(vcpu, 0x28A, host=True) is None
+    assert read_msr(vcpu, 0x280) is None and read_msr(vcpu, 0x280, host=True) == 0  # no CMCI_P
+    assert not write_msr(vcpu, 0x17B, 5) and write_msr(vcpu, 0x17B, 0)
+    assert write_msr(vcpu, 0x400, 0) and write_msr(vcpu, 0x400, ~(1 << 10) & (2**64 - 1))
+    assert not write_msr(vcpu, 0x400, 0xFF)
+    assert not write_msr(vcpu, 0x401, 1) and write_msr(vcpu, 0x401, 0)  # guest may only clear
+    assert write_msr(vcpu, 0x401, 1, host=True)
+    assert write_msr(vcpu, 0xC0010015, 1 << 18) and write_msr(vcpu, 0x401, 5)  # McStatusWrEn
+
+
+def test_amd_and_misc_msrs_answer_as_linux(vcpu):
+    for index in (0xC001001F, 0xC0010055, 0xC0011029, 0xC0010015, 0xC0010010, 0xC0010114,
+                  0xC0010117, 0x17, 0x2A, 0xC0010000, 0xC0010007):
+        assert read_msr(vcpu, index) == 0, hex(index)
+    assert read_msr(vcpu, 0xC001001B) == 0x20000000 and read_msr(vcpu, 0x11E) == 0xBE702111
+    assert read_msr(vcpu, 0x1A0) == 0x1800  # BTS and PEBS unavailable
+    assert not write_msr(vcpu, 0x1A0, 0) and write_msr(vcpu, 0x1A0, 0, host=True)
+    assert not write_msr(vcpu, 0xC0010015, 1) and write_msr(vcpu, 0xC0010015, 0x148)
+    assert read_msr(vcpu, 0xC0010015) == 0  # the ignored bits are dropped
+    assert read_msr(vcpu, 0x9E) is None and read_msr(vcpu, 0x9E, host=True) == 0x30000
+    rev = read_msr(vcpu, 0x8B)
+    assert rev in (0x01000065, 0x100000000)
+    assert write_msr(vcpu, 0x8B, 7) and read_msr(vcpu, 0x8B) == rev  # the guest's is ignored
+    assert write_msr(vcpu, 0x8B, 7, host=True) and read_msr(vcpu, 0x8B) == 7
+    assert write_msr(vcpu, 0x12, 0, host=True) and write_msr(vcpu, 0x11, 0, host=True)
+    assert not write_msr(vcpu, 0xC0010117, 0x1001) and write_msr(vcpu, 0xC0010117, 0x1000)
+    assert not write_msr(vcpu, 0x277, 0x0007040600070402)  # PAT type 2
+    assert not write_msr(vcpu, 0x1B, 0xFEE00400)            # x2APIC without enable
+    assert not write_msr(vcpu, 0x1B, 0xFEE00901)            # reserved bit
+    assert write_msr(vcpu, 0x1B, 0) and read_msr(vcpu, 0x1B) == 0

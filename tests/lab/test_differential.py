@@ -20,6 +20,9 @@ from pyhost.abi import ffi, lib
 from pyhost.ioctl import kvm_ioctl
 from pyhost.vm import GuestMemory
 
+from ..guests.msr_sweep import HOST_VALUES, PASSED_THROUGH, sweep
+from ..guests.test_msr import QEMU_BANKS, QEMU_RESET_MSRS
+
 pytestmark = pytest.mark.lab
 
 LINUX, KVMPORT = "/dev/kvm", "/dev/kvmport"
@@ -87,6 +90,14 @@ def scenario_system(kvm: Kvm, p: Probe) -> None:
     cpuid = ffi.new("struct kvmp_cpuid2 *", {"nent": 1, "entries": 1})
     p("supported cpuid into 1 entry", lambda: raw(fd, "GET_SUPPORTED_CPUID", cpuid))
     p("supported cpuid, bad pointer", lambda: raw(fd, "GET_SUPPORTED_CPUID", ffi.cast("void *", 8)))
+    # APIC whatever the irqchip (a VMM without an in-kernel one models it itself)
+    leaf1 = next(e for e in kvm.get_supported_cpuid() if e.function == 1)
+    p("supported cpuid: APIC MTRR MCE MCA",
+      lambda: [bool(leaf1.edx & (1 << b)) for b in (9, 12, 7, 14)])
+    p("MCE capability (banks)", lambda: kvm.check_extension(lib.KVMP_CAP_MCE))
+    p("MCE cap supported", lambda: hex(kvm.get_mce_cap_supported()))
+    p("MCE cap supported, bad pointer",
+      lambda: raw(fd, "X86_GET_MCE_CAP_SUPPORTED", ffi.cast("void *", 8)))
     # VM and VCPU ioctls on the device fd
     p("create vcpu on the device fd", lambda: raw(fd, "CREATE_VCPU", 0))
     p("get regs on the device fd", lambda: raw(fd, "GET_REGS", ffi.new("struct kvmp_regs *")))
@@ -149,6 +160,20 @@ def scenario_vcpu(kvm: Kvm, p: Probe) -> None:
     p("set 300 cpuid entries", lambda: raw(fd, "SET_CPUID2", huge))
     irq = ffi.new("struct kvmp_interrupt *", {"irq": 256})
     p("interrupt vector 256", lambda: raw(fd, "INTERRUPT", irq))
+    # no in-kernel irqchip: a second KVM_INTERRUPT replaces the queued one (no EEXIST)
+    p("interrupt 0x20", lambda: vcpu.interrupt(0x20))
+    p("interrupt 0x21 while 0x20 is queued", lambda: vcpu.interrupt(0x21))
+    p("queued interrupt in sregs", lambda: list(vcpu.get_sregs().interrupt_bitmap))
+    # machine check setup: Linux's checks, then what QEMU writes on reset must all be taken
+    for cap in (0, 33, 1 << 10 | 10, 1 << 63 | 10):
+        p(f"setup mce {cap:#x}", lambda cap=cap: vcpu.setup_mce(cap))
+    p("setup mce as QEMU", lambda: vcpu.setup_mce(QEMU_MCG_CAP))
+    p("set what QEMU sets on reset", lambda: vcpu.set_msrs(QEMU_RESET_MSRS))
+    p("read it back", lambda: {hex(i): hex(v)
+                               for i, v in vcpu.get_msrs(list(QEMU_RESET_MSRS)).items()
+                               if i not in HOST_VALUES})
+    p("guest-only and host-only msrs from the host",
+      lambda: {hex(i): hex(v) for i, v in vcpu.get_msrs([0x9E, 0x34, 0xCE, 0x8B, 0x17B]).items()})
     p("mp state halted", lambda: vcpu.set_mp_state(3))
     p("mp state runnable", lambda: vcpu.set_mp_state(0))
     sregs = vcpu.get_sregs()
@@ -166,6 +191,7 @@ def scenario_vcpu(kvm: Kvm, p: Probe) -> None:
 
 
 SCENARIOS = [scenario_system, scenario_memory, scenario_vcpu]
+QEMU_MCG_CAP = (1 << 8) | (1 << 24) | QEMU_BANKS  # MCG_CTL_P | MCG_SER_P | banks
 
 
 def run(device: str, scenario: Callable[[Kvm, Probe], None]) -> Record:
@@ -173,6 +199,30 @@ def run(device: str, scenario: Callable[[Kvm, Probe], None]) -> Record:
     with Kvm(device) as kvm:
         scenario(kvm, probe)
     return probe.record
+
+
+@pytest.mark.parametrize("mcg_cap", [0, QEMU_MCG_CAP],
+                         ids=["msr-sweep", "msr-sweep-after-setup-mce"])
+def test_msr_sweep_same_as_linux_kvm(devices, mcg_cap):
+    """Every MSR of the three ranges: #GP or the same value, guest CPUID identical on both
+    (kvmport's supported table); HOST_VALUES are compared as readable only, PASSED_THROUGH
+    not at all (see tests/guests/msr_sweep.py)."""
+    with Kvm(KVMPORT) as k:
+        cpuid = k.get_supported_cpuid()
+    answers = []
+    for device in devices:
+        with Kvm(device) as k:
+            answers.append(sweep(k, cpuid=cpuid, mcg_cap=mcg_cap))
+    linux, ours = answers
+
+    def show(v: int | None) -> str:
+        return "#GP" if v is None else hex(v)
+
+    different = [(i, a, ours[i]) for i, a in linux.items() if i not in PASSED_THROUGH and (
+                 (a is None) != (ours[i] is None) or (a != ours[i] and i not in HOST_VALUES))]
+    assert not different, f"{len(different)} MSRs differ from Linux KVM:\n" + "\n".join(
+        f"  {i:#x}: Linux {show(a)}, kvmport {show(b)}" for i, a, b in different)
+    assert sum(v is not None for v in linux.values()) > 100  # it did read something
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.__name__)

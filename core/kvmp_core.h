@@ -259,6 +259,20 @@ static inline void kvmp_host_machine_check(void)
 	asm volatile("int $0x12");
 }
 
+/* a 48-bit virtual address, sign-extended */
+static inline bool kvmp_is_canonical(u64 a)
+{
+	return (u64)((long long)(a << 16) >> 16) == a;
+}
+
+static inline u64 kvmp_rdtsc(void)
+{
+	u32 lo, hi;
+
+	asm volatile("rdtsc" : "=a"(lo), "=d"(hi));
+	return ((u64)hi << 32) | lo;
+}
+
 static inline u64 kvmp_xgetbv(u32 index)
 {
 	u32 lo, hi;

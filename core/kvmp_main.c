@@ -399,6 +399,22 @@ static long kvmp_vcpu_get_cpuid2(struct kvmp_vcpu *vcpu, u64 uarg)
 	return 0;
 }
 
+/* what KVM_SET_SREGS sets outside the backend: APIC base, a queued interrupt */
+static void kvmp_set_sregs_common(struct kvmp_vcpu *vcpu,
+				  const struct kvmp_sregs *s)
+{
+	int i;
+
+	vcpu->apic_base = s->apic_base;
+	for (i = 0; i < KVMP_NR_INTERRUPTS / 64; i++) {
+		if (s->interrupt_bitmap[i]) {
+			vcpu->pending_irq = i * 64 +
+				__builtin_ctzll(s->interrupt_bitmap[i]);
+			break;
+		}
+	}
+}
+
 /* GET/SET of a fixed-size register block: copy through a kernel buffer */
 union kvmp_reg_block {
 	struct kvmp_regs regs;
@@ -464,6 +480,8 @@ static long kvmp_vcpu_ioctl_locked(struct kvmp_vcpu *vcpu, unsigned int ioctl,
 			r = kvmp_check_sregs(vcpu, &b->sregs);
 		if (!r)
 			r = be->set_sregs(vcpu, &b->sregs);
+		if (!r)
+			kvmp_set_sregs_common(vcpu, &b->sregs);
 		break;
 	case KVMP_GET_FPU:
 		kvmp_fpu_get(vcpu, &b->fpu);

@@ -391,7 +391,6 @@ static int svm_set_sregs(struct kvmp_vcpu *vcpu, const struct kvmp_sregs *s)
 {
 	struct svm_vcpu *svm = to_svm(vcpu);
 	struct vmcb_save *save = &svm->vmcb->save;
-	int i;
 
 	/* the core checked the values (kvmp_check_sregs) */
 	seg_to_vmcb(&save->cs, &s->cs);
@@ -412,28 +411,7 @@ static int svm_set_sregs(struct kvmp_vcpu *vcpu, const struct kvmp_sregs *s)
 	save->cr3 = s->cr3;
 	save->cr4 = s->cr4;
 	save->efer = s->efer | EFER_SVME;
-	vcpu->apic_base = s->apic_base;
-	for (i = 0; i < KVMP_NR_INTERRUPTS / 64; i++) {	/* a queued interrupt */
-		if (s->interrupt_bitmap[i]) {
-			vcpu->pending_irq = i * 64 +
-				__builtin_ctzll(s->interrupt_bitmap[i]);
-			break;
-		}
-	}
 	return 0;
-}
-
-static bool is_canonical(u64 a)
-{
-	return (u64)((long long)(a << 16) >> 16) == a;
-}
-
-static u64 rdtsc(void)
-{
-	u32 lo, hi;
-
-	asm volatile("rdtsc" : "=a"(lo), "=d"(hi));
-	return ((u64)hi << 32) | lo;
 }
 
 static u64 *svm_msr_field(struct svm_vcpu *svm, u32 index, bool *address)
@@ -468,7 +446,7 @@ static int svm_get_msr(struct kvmp_vcpu *vcpu, u32 index, u64 *data)
 
 	switch (index) {
 	case 0x10:
-		*data = rdtsc() + svm->vmcb->control.tsc_offset;
+		*data = kvmp_rdtsc() + svm->vmcb->control.tsc_offset;
 		return 0;
 	case MSR_EFER:
 		*data = svm->vmcb->save.efer & ~EFER_SVME;
@@ -489,7 +467,7 @@ static int svm_set_msr(struct kvmp_vcpu *vcpu, u32 index, u64 data)
 
 	switch (index) {
 	case 0x10:
-		svm->vmcb->control.tsc_offset = data - rdtsc();
+		svm->vmcb->control.tsc_offset = data - kvmp_rdtsc();
 		return 0;
 	case MSR_EFER:
 		if (data & ~KVMP_EFER_GUEST_BITS)
@@ -501,7 +479,7 @@ static int svm_set_msr(struct kvmp_vcpu *vcpu, u32 index, u64 data)
 		return 0;
 	}
 	field = svm_msr_field(svm, index, &address);
-	if (!field || (address && !is_canonical(data)))
+	if (!field || (address && !kvmp_is_canonical(data)))
 		return -KVMP_EINVAL;
 	*field = data;
 	return 0;
@@ -891,7 +869,7 @@ static int svm_exit_wbinvd(struct kvmp_vcpu *vcpu)
 static int svm_exit_rdtscp(struct kvmp_vcpu *vcpu)
 {
 	struct svm_vcpu *svm = to_svm(vcpu);
-	u64 tsc = rdtsc() + svm->vmcb->control.tsc_offset;
+	u64 tsc = kvmp_rdtsc() + svm->vmcb->control.tsc_offset;
 
 	svm->vmcb->save.rax = (u32)tsc;
 	svm->enter.gprs[KVMP_RDX] = tsc >> 32;

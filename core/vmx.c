@@ -669,7 +669,6 @@ static int vmx_load_pdptes(struct kvmp_vcpu *vcpu)
 static int vmx_set_sregs(struct kvmp_vcpu *vcpu, const struct kvmp_sregs *s)
 {
 	struct vmx_guest *g = &to_vmx(vcpu)->guest;
-	int i;
 
 	/* the core checked the values (kvmp_check_sregs) */
 	seg_to_vmx(&g->seg[KVMP_SEG_ES], &s->es, true);
@@ -691,30 +690,9 @@ static int vmx_set_sregs(struct kvmp_vcpu *vcpu, const struct kvmp_sregs *s)
 	if (s->cr8 <= 15)	/* Linux ignores a bad one */
 		g->cr8 = s->cr8;
 	g->efer = s->efer;
-	vcpu->apic_base = s->apic_base;
 	if (vmx_load_pdptes(vcpu))
 		return -KVMP_EINVAL;
-	for (i = 0; i < KVMP_NR_INTERRUPTS / 64; i++) {	/* a queued interrupt */
-		if (s->interrupt_bitmap[i]) {
-			vcpu->pending_irq = i * 64 +
-				__builtin_ctzll(s->interrupt_bitmap[i]);
-			break;
-		}
-	}
 	return 0;
-}
-
-static bool is_canonical(u64 a)
-{
-	return (u64)((long long)(a << 16) >> 16) == a;
-}
-
-static u64 rdtsc(void)
-{
-	u32 lo, hi;
-
-	asm volatile("rdtsc" : "=a"(lo), "=d"(hi));
-	return ((u64)hi << 32) | lo;
 }
 
 /* each byte a memory type the PAT knows (0, 1, 4-7) */
@@ -764,7 +742,7 @@ static int vmx_get_msr(struct kvmp_vcpu *vcpu, u32 index, u64 *data)
 
 	switch (index) {
 	case MSR_TSC:
-		*data = rdtsc() + vmx->guest.tsc_offset;
+		*data = kvmp_rdtsc() + vmx->guest.tsc_offset;
 		return 0;
 	case MSR_EFER:
 		*data = vmx->guest.efer;
@@ -788,7 +766,7 @@ static int vmx_set_msr(struct kvmp_vcpu *vcpu, u32 index, u64 data)
 
 	switch (index) {
 	case MSR_TSC:
-		vmx->guest.tsc_offset = data - rdtsc();
+		vmx->guest.tsc_offset = data - kvmp_rdtsc();
 		return 0;
 	case MSR_EFER:
 		if (data & ~KVMP_EFER_GUEST_BITS)
@@ -804,7 +782,7 @@ static int vmx_set_msr(struct kvmp_vcpu *vcpu, u32 index, u64 data)
 		return 0;
 	}
 	field = vmx_msr_field(vmx, index, &address);
-	if (!field || (address && !is_canonical(data)))
+	if (!field || (address && !kvmp_is_canonical(data)))
 		return -KVMP_EINVAL;
 	if (index == MSR_SYSENTER_CS)
 		data &= 0xffff;

@@ -139,6 +139,7 @@ struct kvmp_vcpu {
 	u32 tlb_generation;
 	/* the CPU it is in guest mode on, or -1 (kvmp_vcpu_guest_enter/exit) */
 	int guest_cpu;
+	u32 run_count;			/* KVM_RUN calls: per-run host state */
 	void *arch;			/* the backend's per-VCPU state */
 };
 

@@ -1237,6 +1237,7 @@ int kvmp_vcpu_run(struct kvmp_vcpu *vcpu)
 	struct kvmp_run *run = vcpu->run;
 	int r = 0;
 
+	vcpu->run_count++;
 	/* first finish what the VMM answered (as Linux: before immediate_exit) */
 	if (vcpu->pio.pending) {
 		r = kvmp_complete_pio(vcpu);

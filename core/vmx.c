@@ -128,6 +128,8 @@ struct vmx_vcpu {
 	bool need_flush;		/* the guest's TLB changed under it */
 	int last_cpu;
 	u32 tlb_generation;
+	u32 run_count;			/* the KVM_RUN host_debugctl is from */
+	u64 host_debugctl;
 };
 
 _Static_assert(__builtin_offsetof(struct vmx_vcpu, gprs) == 0,
@@ -891,7 +893,7 @@ struct vmx_dtr {
 struct vmx_host {
 	struct vmx_dtr gdt, idt;
 	u16 ds, es, fs, gs, ldt, tr;
-	u64 fs_base, kernel_gs_base, dr7, debugctl;
+	u64 fs_base, kernel_gs_base, dr7;
 	u64 msr[SW_NR];
 };
 
@@ -986,7 +988,6 @@ static void vmx_save_host(struct vmx_host *h)
 	h->tr = read_sel(7);
 	h->fs_base = kvmp_rdmsr(MSR_FS_BASE);
 	h->dr7 = read_dr7();
-	h->debugctl = kvmp_rdmsr(MSR_DEBUGCTL);
 	for (i = 0; i < SW_NR; i++)
 		h->msr[i] = kvmp_rdmsr(vmx_switched_msrs[i]);
 
@@ -1018,7 +1019,8 @@ static void vmx_save_host(struct vmx_host *h)
  * LDTR to null, DR7 to 0x400, DEBUGCTL to 0 and the data selectors to what
  * the VMCS said; put the host's back.
  */
-static void vmx_restore_host(struct vmx_host *h, const u64 *guest_msr)
+static void vmx_restore_host(struct vmx_host *h, const u64 *guest_msr,
+			     u64 debugctl)
 {
 	unsigned int i;
 
@@ -1044,8 +1046,8 @@ static void vmx_restore_host(struct vmx_host *h, const u64 *guest_msr)
 			kvmp_wrmsr(vmx_switched_msrs[i], h->msr[i]);
 	if (h->dr7 != DR7_FIXED)
 		asm volatile("mov %0, %%dr7" : : "r"(h->dr7));
-	if (h->debugctl)
-		kvmp_wrmsr(MSR_DEBUGCTL, h->debugctl);
+	if (debugctl)
+		kvmp_wrmsr(MSR_DEBUGCTL, debugctl);
 }
 
 /* the hardware CR0 and CR4, and which bits the guest owns */
@@ -1208,6 +1210,14 @@ static int vmx_enter(struct kvmp_vcpu *vcpu, int cpu)
 	vmx_write_controls(vmx, vcpu);
 	vmx_write_guest(vmx);
 	vmx_save_host(&host);
+	/*
+	 * The host's DEBUGCTL (VM exit clears it) is the thread's own: read it
+	 * once a KVM_RUN and on a new CPU, as Linux does at vcpu_load.
+	 */
+	if (vmx->last_cpu != cpu || vmx->run_count != vcpu->run_count) {
+		vmx->host_debugctl = kvmp_rdmsr(MSR_DEBUGCTL);
+		vmx->run_count = vcpu->run_count;
+	}
 	if (vmx->last_cpu != cpu || vmx->tlb_generation != gen || vmx->need_flush)
 		vmx_flush(vcpu);
 	vmx->need_flush = false;
@@ -1224,7 +1234,7 @@ static int vmx_enter(struct kvmp_vcpu *vcpu, int cpu)
 	vmx->guest.cr2 = read_cr(2);
 	/* the guest writes the others only through WRMSR exits; SWAPGS this one */
 	vmx->guest.msr[SW_KERNEL_GS_BASE] = kvmp_rdmsr(MSR_KERNEL_GS_BASE);
-	vmx_restore_host(&host, vmx->guest.msr);
+	vmx_restore_host(&host, vmx->guest.msr, vmx->host_debugctl);
 	if (r) {
 		vmx->exit.insn_error = vmcs_read(VMCS_INSN_ERROR);
 		vmx->exit.reason = EXIT_ENTRY_FAILED;

@@ -84,6 +84,21 @@ def test_exceptions_stop_at_the_vmm_trap_in_every_mode(raw_guest, guest_symbols,
     assert g.vcpu.get_regs().rdx & 0xFFFF == {"ud_real": 0x1234, "gp_long": 0x5678}[name]
 
 
+def test_control_and_debug_registers_as_the_guest_wrote_them(raw_guest, guest_symbols):
+    """CR0's cache bits and NE, CR4, DR0/DR6/DR7 read back as written (VMX keeps NE, CD,
+    NW and the debug registers apart from the hardware's); a reserved CR4 bit is #GP."""
+    g = raw_guest("cr_dr_real")
+    data, last = run_collecting_out(g.vcpu, 0xE0)
+    words = [int.from_bytes(data[i:i + 4], "little") for i in range(0, len(data), 4)]
+    assert [hex(w) for w in words] == [hex(w) for w in (
+        0x60000010, 0x30, 0, 0x90, 0x1000, 0xFFFF0FF0, 0x500)]
+    assert isinstance(last, Hlt)
+    assert trapped_exception(g.vm, g.vcpu) == TrappedException(
+        13, guest_symbols("cr_dr_real")["fault"], None)
+    sregs = g.vcpu.get_sregs()
+    assert (sregs.cr0, sregs.cr4) == (0x30, 0x90)
+
+
 def test_demo1_recursive_factorial_protected_mode(raw_guest):
     g = raw_guest("demo1_fact")
     assert isinstance(g.vcpu.run(), Hlt)

@@ -34,6 +34,36 @@ static int user_set_msr(struct kvmp_vcpu *vcpu, u32 index, u64 data)
 	return 0;
 }
 
+/* one VCPU's registers, for the core's exit paths under test */
+static struct kvmp_regs kvmp_user_regs;
+static struct kvmp_sregs kvmp_user_sregs;
+
+static void user_get_regs(struct kvmp_vcpu *vcpu, struct kvmp_regs *regs)
+{
+	(void)vcpu;
+	*regs = kvmp_user_regs;
+}
+
+static void user_set_regs(struct kvmp_vcpu *vcpu, const struct kvmp_regs *regs)
+{
+	(void)vcpu;
+	kvmp_user_regs = *regs;
+}
+
+static void user_get_sregs(struct kvmp_vcpu *vcpu, struct kvmp_sregs *sregs)
+{
+	(void)vcpu;
+	*sregs = kvmp_user_sregs;
+}
+
+static int user_set_sregs(struct kvmp_vcpu *vcpu,
+			  const struct kvmp_sregs *sregs)
+{
+	(void)vcpu;
+	kvmp_user_sregs = *sregs;
+	return 0;
+}
+
 static int user_ok(void)
 {
 	return 0;
@@ -82,6 +112,10 @@ static const struct kvmp_backend kvmp_user_backend = {
 	.unmap_range = user_unmap_range,
 	.vcpu_create = user_vcpu_create,
 	.vcpu_free = user_vcpu_free,
+	.get_regs = user_get_regs,
+	.set_regs = user_set_regs,
+	.get_sregs = user_get_sregs,
+	.set_sregs = user_set_sregs,
 	.get_msr = user_get_msr,
 	.set_msr = user_set_msr,
 };

@@ -290,3 +290,95 @@ def test_amd_and_misc_msrs_answer_as_linux(vcpu):
     assert not write_msr(vcpu, 0x1B, 0xFEE00400)            # x2APIC without enable
     assert not write_msr(vcpu, 0x1B, 0xFEE00901)            # reserved bit
     assert write_msr(vcpu, 0x1B, 0) and read_msr(vcpu, 0x1B) == 0
+def host_max_gfn() -> int:
+    """Linux's kvm_mmu_max_gfn() on this host: from its physical address width."""
+    bits = next(int(ln.split()[3]) for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("address sizes"))
+    return (1 << (min(bits, 48) - 12)) - 1
+
+
+def test_slot_size_and_guest_frame_limits(vm):
+    """Linux's limits, checked before anything is allocated: at most 2^31 - 1 pages,
+    and no page beyond the host's physical address width (the nested tables' reach)."""
+    mem = abi_ffi.new("char[]", 0x3000)
+    base = (ptr(mem) + 0xFFF) & ~0xFFF
+    assert lib.kvmp_max_gfn() == host_max_gfn()
+    top = (lib.kvmp_max_gfn() + 1) << 12
+    assert set_region(vm, 0, 0, 1 << 43, 1 << 40) == -errno.EINVAL       # 2^31 pages
+    assert set_region(vm, 0, 1 << 52, 0x1000, base) == -errno.EINVAL
+    assert set_region(vm, 0, top, 0x1000, base) == -errno.EINVAL
+    assert set_region(vm, 0, top - 0x2000, 0x2000, base) == 0           # the last frames
+    assert set_region(vm, 0, top - 0x1000, 0x2000, base) == -errno.EINVAL  # moved past it
+    assert set_region(vm, 0, 0, 0, 0) == 0
+
+
+SREGS_OK = dict(cr0=0x60000010, cr4=0, efer=0, cr3=0, apic_base=0xFEE00900)
+
+
+def check_sregs(vcpu, **fields: int) -> int:
+    s = abi_ffi.new("struct kvmp_sregs *")
+    for name, value in {**SREGS_OK, **fields}.items():
+        if name.startswith("cs_"):
+            setattr(s.cs, name[3:], value)
+        else:
+            setattr(s, name, value)
+    return lib.kvmp_vcpu_ioctl(vcpu, abi.KVMP_SET_SREGS, ptr(s))
+
+
+def test_set_sregs_refuses_what_linux_refuses(vcpu):
+    """kvmp_check_sregs, the core's KVM_SET_SREGS check (the lab compares it with kvm_amd)."""
+    E = -errno.EINVAL
+    long_mode = dict(cr0=0x80000011, cr4=0x20, efer=0x500)
+    assert check_sregs(vcpu) == 0
+    assert check_sregs(vcpu, **long_mode) == 0
+    cases = {
+        "CR0 bit 32": dict(cr0=(1 << 32) | 0x10),
+        "CR0.PG without PE": dict(cr0=0x80000010),
+        "CR0.NW without CD": dict(cr0=0x20000010),
+        "CR4 reserved bit 15": dict(cr4=1 << 15),
+        "CR4 bit 32": dict(cr4=1 << 32),
+        "CR4.PKE (PKRU is not switched)": dict(cr4=1 << 22),
+        "EFER reserved bit 1": dict(efer=2),
+        "EFER.LMA without paging": dict(efer=0x400),
+        "CS.L outside long mode": dict(cs_l=1),
+        "long mode without PAE": dict(long_mode, cr4=0),
+        "long mode, CR3 beyond MAXPHYADDR 36": dict(long_mode, cr3=1 << 36),
+        "APIC base reserved bit 0": dict(apic_base=0xFEE00901),
+        "APIC base x2APIC without CPUID": dict(apic_base=0xFEE00D00),
+        "APIC base x2APIC without enable": dict(apic_base=0xFEE00500),
+    }
+    for name, fields in cases.items():
+        assert check_sregs(vcpu, **fields) == E, name
+    # the VMM's CPUID widens MAXPHYADDR and offers x2APIC
+    table = abi_ffi.new("struct kvmp_cpuid2 *", {"nent": 3, "entries": 3})
+    table.entries[0] = {"function": 0x80000000, "eax": 0x80000008}
+    table.entries[1] = {"function": 0x80000008, "eax": 40}
+    table.entries[2] = {"function": 1, "ecx": 1 << 21}
+    assert lib.kvmp_vcpu_ioctl(vcpu, abi.KVMP_SET_CPUID2, ptr(table)) == 0
+    assert check_sregs(vcpu, **long_mode, cr3=1 << 36) == 0
+    assert check_sregs(vcpu, **long_mode, cr3=1 << 40) == E
+    assert check_sregs(vcpu, apic_base=0xFEE00D00) == 0
+    # CR4.OSXSAVE needs XSAVE in the host and, once the VMM set a CPUID, in it
+    assert check_sregs(vcpu, cr4=1 << 18) == E  # this CPUID has no XSAVE
+    table.entries[2].ecx |= 1 << 26
+    assert lib.kvmp_vcpu_ioctl(vcpu, abi.KVMP_SET_CPUID2, ptr(table)) == 0
+    assert check_sregs(vcpu, cr4=1 << 18) == (0 if "xsave" in host_flags() else E)
+
+
+def test_hardware_values_are_checked_before_use(vcpu):
+    """Lengths and segment numbers a backend read from the hardware index the core's
+    tables: out-of-range values end in an internal error, never in a stray access."""
+    pio = ffi.new("struct kvmp_pio *", {"string": True, "size": 1, "addr_size": 8,
+                                         "seg": 7, "port": 0x80})
+    assert lib.kvmp_exit_pio(vcpu, pio) == 0  # to the VMM
+    run = abi_ffi.cast("struct kvmp_run *", int(ffi.cast("uintptr_t", vcpu.run)))
+    assert run.exit_reason == abi.KVMP_EXIT_INTERNAL_ERROR
+    assert run.internal.suberror == abi.KVMP_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON
+    pio.seg, pio.size = 3, 3
+    assert lib.kvmp_exit_pio(vcpu, pio) == 0
+    assert run.exit_reason == abi.KVMP_EXIT_INTERNAL_ERROR
+    # a decode-assist length beyond 15 bytes: only 15 are used (here: a MOV store)
+    insn = ffi.new("u8[256]", b"\x89\x03" + b"\x90" * 254)  # mov %eax, (%rbx)
+    assert check_sregs(vcpu, cr0=0x11, cs_db=1) == 0  # 32-bit code
+    assert lib.kvmp_exit_mmio(vcpu, 0x30000000, insn, 255) == 0
+    assert run.exit_reason == abi.KVMP_EXIT_MMIO and run.mmio.len == 4 and run.mmio.is_write

@@ -3,8 +3,11 @@ and it refuses to while Linux's KVM holds that minor."""
 
 from __future__ import annotations
 
+import grp
 import os
+import stat
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -56,6 +59,14 @@ def test_stands_in_for_linux_kvm(ko):
         assert res.returncode == 0, res.stderr
         try:
             assert not Path("/sys/module/kvm").exists()
+            # lkm/99-kvmport.rules covers the name: root:kvm 0660, as Debian's /dev/kvm
+            node_policy = (grp.getgrnam("kvm").gr_gid, 0o660)
+            for _ in range(50):  # the udev stand-in applies it a moment after the node appears
+                st = os.stat("/dev/kvm")
+                if (st.st_gid, stat.S_IMODE(st.st_mode)) == node_policy:
+                    break
+                time.sleep(0.1)
+            assert (st.st_gid, stat.S_IMODE(st.st_mode)) == node_policy
             with Kvm("/dev/kvm") as kvm:
                 assert kvm.api_version == 12
                 if os.environ.get("KVMPORT_LAB") == "svm":  # a backend: run a guest

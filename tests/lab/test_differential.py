@@ -15,10 +15,13 @@ from typing import Any
 
 import pytest
 
-from pyhost import Kvm, KvmError
+from bintest.build import build, symbols
+from pyhost import CpuidEntry, Kvm, KvmError
 from pyhost.abi import ffi, lib
 from pyhost.ioctl import kvm_ioctl
+from pyhost.raw import load_raw
 from pyhost.vm import GuestMemory
+from pyhost.x86.modes import LOAD_ADDRESS, trapped_exception
 
 from ..guests.msr_sweep import HOST_VALUES, PASSED_THROUGH, sweep
 from ..guests.test_msr import QEMU_BANKS, QEMU_RESET_MSRS
@@ -190,7 +193,115 @@ def scenario_vcpu(kvm: Kvm, p: Probe) -> None:
     vm.close()
 
 
-SCENARIOS = [scenario_system, scenario_memory, scenario_vcpu]
+def scenario_slot_limits(kvm: Kvm, p: Probe) -> None:
+    """Sizes and places Linux refuses before allocating anything (issue 13)."""
+    mem = GuestMemory(0, 0x4000)
+    base, far = mem.host_address, 1 << 40  # never touched: only the range is checked
+    with kvm.create_vm() as vm:
+        set_region = lambda r: raw(vm.fd, "SET_USER_MEMORY_REGION", r)  # noqa: E731
+        p("2^31 pages", lambda: set_region(region(0, 0, 1 << 43, far)))
+        p("2^31 - 1 pages", lambda: set_region(region(0, 0, (1 << 43) - 0x1000, far)))
+        p("2^30 pages", lambda: set_region(region(0, 0, 1 << 42, far)))
+        p("at guest-physical 2^52", lambda: set_region(region(0, 1 << 52, 0x1000, base)))
+        p("at guest-physical 2^48", lambda: set_region(region(0, 1 << 48, 0x1000, base)))
+        # the lab CPU has 40 physical address bits
+        p("last page below 2^40", lambda: set_region(region(0, (1 << 40) - 0x1000, 0x1000, base)))
+        p("first page at 2^40", lambda: set_region(region(1, 1 << 40, 0x1000, base + 0x1000)))
+        p("moved to 2^40", lambda: set_region(region(0, 1 << 40, 0x1000, base)))
+        p("overlap checked first", lambda: set_region(region(2, (1 << 40) - 0x2000, 0x3000,
+                                                             base + 0x1000)))
+    mem.close()
+
+
+def scenario_sregs_checks(kvm: Kvm, p: Probe) -> None:
+    """KVM_SET_SREGS values Linux refuses with EINVAL, each tried from a valid state, without
+    and with a CPUID (MAXPHYADDR 40, x2APIC) the VMM set; the same CPUID on both devices."""
+    long_mode = dict(cr0=0x80000011, cr4=0x20, efer=0x500)
+    cases: list[tuple[str, dict[str, int]]] = [
+        ("valid", {}),
+        ("CR0 bit 32", dict(cr0=(1 << 32) | 0x10)),
+        ("CR0 bit 63", dict(cr0=(1 << 63) | 0x10)),
+        ("CR0.PG without PE", dict(cr0=0x80000010)),
+        ("CR0.NW without CD", dict(cr0=0x20000010)),
+        ("CR0.CD and NW", dict(cr0=0x60000010)),
+        ("CR0 reserved bit 6", dict(cr0=0x50)),
+        *((f"CR4 bit {b}", dict(cr4=1 << b)) for b in [*range(0, 25), 32, 63]),
+        ("EFER.LMA without LME", dict(efer=0x400)),
+        ("CS.L without long mode", dict(cs_l=1)),
+        ("long mode", long_mode),
+        ("long mode without PAE", dict(long_mode, cr4=0)),
+        ("long mode without LMA", dict(long_mode, efer=0x100)),
+        ("long mode, CR3 bit 35", dict(long_mode, cr3=1 << 35)),
+        ("long mode, CR3 bit 36", dict(long_mode, cr3=1 << 36)),
+        ("long mode, CR3 bit 40", dict(long_mode, cr3=1 << 40)),
+        ("long mode, CR3 bit 63", dict(long_mode, cr3=1 << 63)),
+        ("PAE paging, CR3 bit 40", dict(cr0=0x80000011, cr4=0x20, cr3=1 << 40)),
+        ("APIC base bit 0", dict(apic_base=0xFEE00901)),
+        ("APIC base bit 9", dict(apic_base=0xFEE00B00)),
+        ("APIC base disabled", dict(apic_base=0)),
+        ("APIC base x2APIC", dict(apic_base=0xFEE00D00)),
+        ("APIC base x2APIC without enable", dict(apic_base=0xFEE00500)),
+        ("APIC base bit 36", dict(apic_base=0xFEE00900 | (1 << 36))),
+        ("APIC base bit 40", dict(apic_base=0xFEE00900 | (1 << 40))),
+    ]
+    cpuid = [CpuidEntry(0x80000000, eax=0x80000008), CpuidEntry(0x80000008, eax=40),
+             CpuidEntry(1, ecx=1 << 21)]
+    for with_cpuid in (False, True):
+        with kvm.create_vm() as vm:
+            vcpu = vm.create_vcpu(0)
+            if with_cpuid:
+                vcpu.set_cpuid2(cpuid)
+            valid = vcpu.get_sregs()
+            size = ffi.sizeof("struct kvmp_sregs")
+            for name, fields in cases:
+                s = ffi.new("struct kvmp_sregs *")
+                ffi.memmove(s, valid, size)
+                for field, value in fields.items():
+                    if field == "cs_l":
+                        s.cs.l = value
+                    else:
+                        setattr(s, field, value)
+                vcpu.set_sregs(valid)
+                p(f"{'cpuid' if with_cpuid else 'no cpuid'}: {name}",
+                  lambda s=s, vcpu=vcpu: vcpu.set_sregs(s))
+
+
+GUEST = "intercepts_prot"
+# entry points of bintest/guests/intercepts_prot.S (and the #AC guest), and the registers
+# whose values the guest must see as on Linux KVM (RDTSCP's EDX:EAX is a time)
+GUEST_ENTRIES = {
+    "icebp": (), "tf": ("rax",), "rdpmc": ("rax", "rdx"), "rdpmc7": ("rax", "rdx"),
+    "invlpga": (), "rdpru": (), "wbinvd": ("rbx",), "rdtscp": ("rcx",), "ac_user_prot": (),
+}
+
+
+def guest_outcome(device: str, entry: str) -> tuple[Any, ...]:
+    """Where the guest stopped: the exception its trap IDT took (vector, offset from the
+    entry, error code), or the HLT it reached, and the registers that matter."""
+    name = entry if entry == "ac_user_prot" else GUEST
+    with Kvm(device) as kvm, load_raw(kvm, build(name).read_bytes(), "protected") as g:
+        start = LOAD_ADDRESS if name != GUEST else symbols(GUEST)[f"{entry}_entry"]
+        regs = g.vcpu.get_regs()
+        regs.rip = start
+        g.vcpu.set_regs(regs)
+        ex = g.vcpu.run()
+        trapped = trapped_exception(g.vm, g.vcpu)
+        regs = g.vcpu.get_regs()
+        where = (trapped.vector, trapped.rip - start, trapped.error_code) if trapped else None
+        values = tuple(getattr(regs, r) & 0xFFFFFFFF for r in GUEST_ENTRIES[entry])
+        return type(ex).__name__, where, values
+
+
+@pytest.mark.parametrize("entry", GUEST_ENTRIES)
+def test_guest_sees_what_it_sees_on_linux_kvm(devices, entry):
+    """Exceptions and instructions kvm_amd intercepts (#DB, #AC, RDPMC, INVLPGA, RDPRU,
+    WBINVD, RDTSCP): the guest-visible outcome must be Linux KVM's."""
+    linux, ours = (guest_outcome(d, entry) for d in devices)
+    assert ours == linux, f"{entry}: Linux {linux}, kvmport {ours}"
+
+
+SCENARIOS = [scenario_system, scenario_memory, scenario_vcpu, scenario_slot_limits,
+             scenario_sregs_checks]
 QEMU_MCG_CAP = (1 << 8) | (1 << 24) | QEMU_BANKS  # MCG_CTL_P | MCG_SER_P | banks
 
 

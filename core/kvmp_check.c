@@ -145,3 +145,40 @@ int kvmp_check_sregs(struct kvmp_vcpu *vcpu, const struct kvmp_sregs *s)
 		return -KVMP_EINVAL;
 	return 0;
 }
+
+/*
+ * The guest's own MOV to CR0, as Linux's kvm_set_cr0: 0, or -KVMP_EINVAL for
+ * a #GP.  *cr0 gets ET (hardwired); turning paging on or off in long mode
+ * sets or clears EFER.LMA in *efer, as the CPU would.  cs_l: the guest runs
+ * 64-bit code.  The caller stores both and flushes the guest's TLB when PG
+ * changed.
+ */
+int kvmp_guest_set_cr0(struct kvmp_vcpu *vcpu, u64 old, u64 *cr0, u64 cr4,
+		       u64 *efer, bool cs_l)
+{
+	*cr0 |= KVMP_CR0_ET;
+	if (!kvmp_is_valid_cr0(*cr0))
+		return -KVMP_EINVAL;
+	if (!(old & KVMP_CR0_PG) && (*cr0 & KVMP_CR0_PG) &&
+	    (*efer & KVMP_EFER_LME)) {
+		if (!(cr4 & KVMP_CR4_PAE) || cs_l)
+			return -KVMP_EINVAL;
+		*efer |= KVMP_EFER_LMA;
+	}
+	if ((old & KVMP_CR0_PG) && !(*cr0 & KVMP_CR0_PG)) {
+		if ((*efer & KVMP_EFER_LMA) && cs_l)
+			return -KVMP_EINVAL;	/* not from 64-bit code */
+		*efer &= ~KVMP_EFER_LMA;
+	}
+	return 0;
+}
+
+/* the guest's own MOV to CR4, as Linux's kvm_set_cr4: 0 or -KVMP_EINVAL */
+int kvmp_guest_set_cr4(struct kvmp_vcpu *vcpu, u64 cr4, u64 efer)
+{
+	if (!kvmp_is_valid_cr4(vcpu, cr4))
+		return -KVMP_EINVAL;
+	if (!(cr4 & KVMP_CR4_PAE) && (efer & KVMP_EFER_LMA))
+		return -KVMP_EINVAL;	/* long mode needs PAE */
+	return 0;
+}

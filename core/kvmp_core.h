@@ -28,11 +28,14 @@ enum {
 };
 
 #define KVMP_CR0_PE	(1ULL << 0)
+#define KVMP_CR0_TS	(1ULL << 3)
+#define KVMP_CR0_ET	(1ULL << 4)
 #define KVMP_CR0_NW	(1ULL << 29)
 #define KVMP_CR0_CD	(1ULL << 30)
 #define KVMP_CR0_PG	(1ULL << 31)
 #define KVMP_CR4_PSE	(1ULL << 4)
 #define KVMP_CR4_PAE	(1ULL << 5)
+#define KVMP_CR4_PGE	(1ULL << 7)
 #define KVMP_CR4_OSXSAVE (1ULL << 18)
 #define KVMP_EFER_SCE	(1ULL << 0)
 #define KVMP_EFER_LME	(1ULL << 8)
@@ -204,6 +207,9 @@ void kvmp_fpu_save_guest(struct kvmp_vcpu *vcpu);
 int kvmp_check_sregs(struct kvmp_vcpu *vcpu, const struct kvmp_sregs *s);
 bool kvmp_is_valid_cr0(u64 cr0);
 bool kvmp_is_valid_cr4(struct kvmp_vcpu *vcpu, u64 cr4);
+int kvmp_guest_set_cr0(struct kvmp_vcpu *vcpu, u64 old, u64 *cr0, u64 cr4,
+		       u64 *efer, bool cs_l);
+int kvmp_guest_set_cr4(struct kvmp_vcpu *vcpu, u64 cr4, u64 efer);
 
 /* kvmp_x86.c: CPUID and MSRs, exits completed in the core, the run loop */
 struct kvmp_cpuid_entry2 *kvmp_find_cpuid(struct kvmp_vcpu *vcpu, u32 leaf,
@@ -235,6 +241,9 @@ extern const unsigned int kvmp_msr_list_len;
 int kvmp_emulate_rdpmc(struct kvmp_vcpu *vcpu, u32 ecx, unsigned int cpl,
 		       u64 cr0, u64 cr4, u64 *value);
 int kvmp_exit_pio(struct kvmp_vcpu *vcpu, struct kvmp_pio *pio);
+int kvmp_cpu_mode(const struct kvmp_sregs *s);	/* 16, 32 or 64 */
+unsigned int kvmp_fetch_insn(struct kvmp_vcpu *vcpu, const struct kvmp_regs *regs,
+			     const struct kvmp_sregs *s, u8 *code);
 int kvmp_exit_mmio(struct kvmp_vcpu *vcpu, u64 gpa, const u8 *insn_bytes,
 		   unsigned int insn_len);
 int kvmp_vcpu_run(struct kvmp_vcpu *vcpu);

@@ -9,8 +9,44 @@
 struct prefixes {
 	bool opsize;
 	bool adsize;
+	bool lock;
 	u8 rex;		/* 0 when there is none */
 };
+
+/* the legacy and REX prefixes: the opcode's index, or -KVMP_EAGAIN */
+static int read_prefixes(const u8 *code, unsigned int avail, int cpu_mode,
+			 struct prefixes *pfx)
+{
+	unsigned int i;
+
+	for (i = 0;; i++) {
+		if (i >= avail)
+			return -KVMP_EAGAIN;
+		switch (code[i]) {
+		case 0x66:
+			pfx->opsize = true;
+			pfx->rex = 0;
+			continue;
+		case 0x67:
+			pfx->adsize = true;
+			pfx->rex = 0;
+			continue;
+		case 0xf0:
+			pfx->lock = true;
+			pfx->rex = 0;
+			continue;
+		case 0x26: case 0x2e: case 0x36: case 0x3e: case 0x64:
+		case 0x65: case 0xf2: case 0xf3:
+			pfx->rex = 0;	/* a REX counts only right before the opcode */
+			continue;
+		}
+		if (cpu_mode == 64 && (code[i] & 0xf0) == 0x40) {
+			pfx->rex = code[i];
+			continue;
+		}
+		return i;
+	}
+}
 
 static u64 size_mask(unsigned int size)
 {
@@ -85,29 +121,10 @@ int kvmp_decode_mov(const u8 *code, unsigned int avail, int cpu_mode,
 		avail = KVMP_INSN_MAX_LEN;
 	kvmp_os_memset(insn, 0, sizeof(*insn));
 
-	for (;; i++) {
-		if (i >= avail)
-			return -KVMP_EAGAIN;
-		switch (code[i]) {
-		case 0x66:
-			pfx.opsize = true;
-			pfx.rex = 0;
-			continue;
-		case 0x67:
-			pfx.adsize = true;
-			pfx.rex = 0;
-			continue;
-		case 0x26: case 0x2e: case 0x36: case 0x3e: case 0x64:
-		case 0x65: case 0xf0: case 0xf2: case 0xf3:
-			pfx.rex = 0;	/* a REX counts only right before the opcode */
-			continue;
-		}
-		if (cpu_mode == 64 && (code[i] & 0xf0) == 0x40) {
-			pfx.rex = code[i];
-			continue;
-		}
-		break;
-	}
+	m = read_prefixes(code, avail, cpu_mode, &pfx);
+	if (m < 0)
+		return m;
+	i = m;
 
 	op = code[i++];
 	if (op == 0x0f) {
@@ -234,4 +251,58 @@ u64 kvmp_insn_store_value(const struct kvmp_insn *insn, u64 reg_value)
 	if (insn->reg_high_byte)
 		return (reg_value >> 8) & 0xff;
 	return reg_value & size_mask(insn->mem_size);
+}
+
+/*
+ * MOV to CRn (0f 22), CLTS (0f 06) and LMSW from a register (0f 01 /6, mod
+ * 3): the control-register writes SVM intercepts without telling which
+ * register they use when the CPU has no decode assists.  LOCK on MOV CR0 is
+ * AMD's spelling of CR8.
+ */
+int kvmp_decode_cr_write(const u8 *code, unsigned int avail, int cpu_mode,
+			 struct kvmp_cr_insn *insn)
+{
+	struct prefixes pfx = { 0 };
+	unsigned int i;
+	u8 modrm;
+	int m;
+
+	if (avail > KVMP_INSN_MAX_LEN)
+		avail = KVMP_INSN_MAX_LEN;
+	kvmp_os_memset(insn, 0, sizeof(*insn));
+	m = read_prefixes(code, avail, cpu_mode, &pfx);
+	if (m < 0)
+		return m;
+	i = m;
+	if (i + 2 > avail)
+		return -KVMP_EAGAIN;
+	if (code[i] != 0x0f)
+		return -KVMP_EOPNOTSUPP;
+	switch (code[i + 1]) {
+	case 0x06:
+		insn->kind = KVMP_CR_CLTS;
+		insn->length = i + 2;
+		return insn->length;
+	case 0x22:
+	case 0x01:
+		break;
+	default:
+		return -KVMP_EOPNOTSUPP;
+	}
+	if (i + 3 > avail)
+		return -KVMP_EAGAIN;
+	modrm = code[i + 2];
+	insn->reg = (modrm & 7) | ((pfx.rex & 1) ? 8 : 0);
+	insn->length = i + 3;
+	if (code[i + 1] == 0x01) {	/* LMSW: only its register form */
+		if (((modrm >> 3) & 7) != 6 || (modrm >> 6) != 3)
+			return -KVMP_EOPNOTSUPP;
+		insn->kind = KVMP_CR_LMSW;
+		return insn->length;
+	}
+	insn->kind = KVMP_CR_MOV;	/* MOV CR ignores mod: always registers */
+	insn->cr = ((modrm >> 3) & 7) | ((pfx.rex & 4) ? 8 : 0);
+	if (pfx.lock)
+		insn->cr |= 8;
+	return insn->length;
 }

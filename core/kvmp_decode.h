@@ -34,6 +34,23 @@ struct kvmp_insn {
 int kvmp_decode_mov(const u8 *code, unsigned int avail, int cpu_mode,
 		    struct kvmp_insn *insn);
 
+/* a control-register write (SVM without decode assists decodes it itself) */
+enum kvmp_cr_kind {
+	KVMP_CR_MOV = 1,	/* MOV to CR<cr> from GPR <reg> */
+	KVMP_CR_CLTS = 2,	/* clear CR0.TS */
+	KVMP_CR_LMSW = 3,	/* CR0 bits 3:0 from GPR <reg> (PE cannot be cleared) */
+};
+
+struct kvmp_cr_insn {
+	u8 length;
+	u8 kind;		/* enum kvmp_cr_kind */
+	u8 cr;
+	u8 reg;			/* GPR index 0-15 */
+};
+
+int kvmp_decode_cr_write(const u8 *code, unsigned int avail, int cpu_mode,
+			 struct kvmp_cr_insn *insn);
+
 /* merge a loaded value into a register as the instruction would */
 u64 kvmp_insn_load_result(const struct kvmp_insn *insn, u64 old, u64 data);
 /* the value a store writes, from the register's current contents */

@@ -1078,7 +1078,7 @@ static int kvmp_complete_pio(struct kvmp_vcpu *vcpu)
 	return 0;
 }
 
-static int kvmp_cpu_mode(const struct kvmp_sregs *s)
+int kvmp_cpu_mode(const struct kvmp_sregs *s)
 {
 	if ((s->efer & KVMP_EFER_LMA) && s->cs.l)
 		return 64;
@@ -1095,6 +1095,32 @@ static u64 *kvmp_gpr(struct kvmp_regs *r, unsigned int i)
 }
 
 /*
+ * The bytes at the guest's CS:RIP (up to KVMP_INSN_MAX_LEN, fewer when the
+ * next page is not there), for the exits whose instruction the hardware does
+ * not describe.  Returns how many were read.
+ */
+unsigned int kvmp_fetch_insn(struct kvmp_vcpu *vcpu, const struct kvmp_regs *regs,
+			     const struct kvmp_sregs *s, u8 *code)
+{
+	u64 linear = s->cs.base + regs->rip;
+	unsigned int avail;
+
+	if (kvmp_cpu_mode(s) != 64)
+		linear &= 0xffffffffULL;
+	/* up to the end of the page first: the next may not exist */
+	avail = KVMP_PAGE_SIZE - (linear & (KVMP_PAGE_SIZE - 1));
+	if (avail > KVMP_INSN_MAX_LEN)
+		avail = KVMP_INSN_MAX_LEN;
+	if (kvmp_read_guest_virt(vcpu, s, linear, code, avail))
+		return 0;
+	if (avail < KVMP_INSN_MAX_LEN &&
+	    !kvmp_read_guest_virt(vcpu, s, linear + avail, code + avail,
+				  KVMP_INSN_MAX_LEN - avail))
+		avail = KVMP_INSN_MAX_LEN;
+	return avail;
+}
+
+/*
  * A guest access to a guest-physical address no slot backs.  insn_bytes are
  * the hardware's (decode assists) or NULL: then fetch them from CS:RIP.
  */
@@ -1107,7 +1133,7 @@ int kvmp_exit_mmio(struct kvmp_vcpu *vcpu, u64 gpa, const u8 *insn_bytes,
 	struct kvmp_regs regs;
 	struct kvmp_sregs s;
 	unsigned int avail;
-	u64 linear, v;
+	u64 v;
 	int n;
 
 	kvmp_backend->get_regs(vcpu, &regs);
@@ -1117,19 +1143,7 @@ int kvmp_exit_mmio(struct kvmp_vcpu *vcpu, u64 gpa, const u8 *insn_bytes,
 		avail = insn_len < KVMP_INSN_MAX_LEN ? insn_len : KVMP_INSN_MAX_LEN;
 		kvmp_os_memcpy(code, insn_bytes, avail);
 	} else {
-		linear = s.cs.base + regs.rip;
-		if (kvmp_cpu_mode(&s) != 64)
-			linear &= 0xffffffffULL;
-		/* up to the end of the page first: the next may not exist */
-		avail = KVMP_PAGE_SIZE - (linear & (KVMP_PAGE_SIZE - 1));
-		if (avail > KVMP_INSN_MAX_LEN)
-			avail = KVMP_INSN_MAX_LEN;
-		if (kvmp_read_guest_virt(vcpu, &s, linear, code, avail))
-			avail = 0;
-		if (avail < KVMP_INSN_MAX_LEN &&
-		    !kvmp_read_guest_virt(vcpu, &s, linear + avail, code + avail,
-					  KVMP_INSN_MAX_LEN - avail))
-			avail = KVMP_INSN_MAX_LEN;
+		avail = kvmp_fetch_insn(vcpu, &regs, &s, code);
 	}
 	n = kvmp_decode_mov(code, avail, kvmp_cpu_mode(&s), &mmio->insn);
 	if (n < 0) {

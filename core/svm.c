@@ -50,6 +50,7 @@ struct svm_vcpu {
 	u32 asid;
 	u32 asid_generation;
 	int asid_cpu;
+	bool need_flush;	/* the guest's own CR write changed its TLB */
 };
 
 _Static_assert(sizeof(struct svm_vcpu) <= KVMP_PAGE_SIZE, "svm_vcpu fits a page");
@@ -242,8 +243,10 @@ static void svm_reset(struct kvmp_vcpu *vcpu)
 	 * As kvm_amd: #DB and #AC, whose delivery can loop in microcode
 	 * (CVE-2015-8104, CVE-2015-5307), go through us back to the guest;
 	 * #MC goes to the host's handler; the host's caches, counters, TSC_AUX
-	 * and the SVM instructions stay out of the guest's reach.
+	 * and the SVM instructions stay out of the guest's reach; CR0 and CR4
+	 * writes are checked (a CR4 bit the host does not switch, like PKE).
 	 */
+	ctl->intercepts[0] = ICPT0_CR0_WRITE | ICPT0_CR4_WRITE;
 	ctl->intercepts[2] = ICPT2_DB | ICPT2_AC | ICPT2_MC;
 	ctl->intercepts[3] = ICPT3_INTR | ICPT3_NMI | ICPT3_RDPMC | ICPT3_CPUID |
 			     ICPT3_INVD | ICPT3_HLT | ICPT3_INVLPGA | ICPT3_IOIO |
@@ -676,11 +679,12 @@ static void svm_prepare_asid(struct kvmp_vcpu *vcpu, struct svm_cpu *c, int cpu)
 	if (c->flush_all) {
 		ctl->tlb_ctl = TLB_FLUSH_ALL;
 		c->flush_all = false;
-	} else if (gen != vcpu->tlb_generation) {
+	} else if (gen != vcpu->tlb_generation || svm->need_flush) {
 		ctl->tlb_ctl = svm_has_flush_by_asid ? TLB_FLUSH_ASID :
 						       TLB_FLUSH_ALL;
 	}
 	vcpu->tlb_generation = gen;
+	svm->need_flush = false;
 	ctl->clean = 0;		/* we never tell the CPU anything is cached */
 }
 
@@ -696,7 +700,7 @@ static int svm_handle_exit(struct kvmp_vcpu *vcpu)
 	u32 info = (u32)ctl->exit_int_info;
 
 	svm_complete_virq(vcpu);
-	if (code == SVM_EXIT_INVALID) {
+	if (code == SVM_EXIT_INVALID || code == (u32)SVM_EXIT_INVALID) {
 		run->exit_reason = KVMP_EXIT_FAIL_ENTRY;
 		run->fail_entry.hardware_entry_failure_reason = code;
 		run->fail_entry.cpu = svm->asid_cpu;
@@ -878,6 +882,72 @@ static int svm_exit_rdtscp(struct kvmp_vcpu *vcpu)
 	return KVMP_REENTER;
 }
 
+static u64 *svm_gpr(struct svm_vcpu *svm, unsigned int n)
+{
+	if (n == KVMP_RAX)
+		return &svm->vmcb->save.rax;
+	if (n == KVMP_RSP)
+		return &svm->vmcb->save.rsp;
+	return &svm->enter.gprs[n & 15];
+}
+
+/*
+ * MOV to CR0 or CR4, CLTS, LMSW: checked by the core as Linux checks them
+ * (kvmp_guest_set_cr0/cr4), so no guest sets a CR4 bit the host does not
+ * switch (PKE) or a state VMRUN refuses.  The instruction is decoded from
+ * CS:RIP (no decode assists under QEMU; this path works with them too).
+ */
+static int svm_exit_write_cr(struct kvmp_vcpu *vcpu)
+{
+	struct svm_vcpu *svm = to_svm(vcpu);
+	struct vmcb_save *save = &svm->vmcb->save;
+	u64 cr = svm->vmcb->control.exit_code - SVM_EXIT_WRITE_CR0, v, efer;
+	u8 code[KVMP_INSN_MAX_LEN];
+	struct kvmp_cr_insn insn;
+	struct kvmp_regs regs;
+	struct kvmp_sregs s;
+	int mode;
+
+	svm_get_regs(vcpu, &regs);
+	svm_get_sregs(vcpu, &s);
+	mode = kvmp_cpu_mode(&s);
+	if (kvmp_decode_cr_write(code, kvmp_fetch_insn(vcpu, &regs, &s, code),
+				 mode, &insn) < 0 ||
+	    (insn.kind == KVMP_CR_MOV ? insn.cr != cr : cr != 0)) {
+		kvmp_internal_error(vcpu, KVMP_INTERNAL_ERROR_EMULATION,
+				    svm->vmcb->control.exit_code, regs.rip);
+		return KVMP_TO_USER;
+	}
+	v = *svm_gpr(svm, insn.reg);
+	if (insn.kind == KVMP_CR_CLTS)
+		v = save->cr0 & ~KVMP_CR0_TS;
+	else if (insn.kind == KVMP_CR_LMSW)	/* can set PE, not clear it */
+		v = (save->cr0 & ~0xeULL) | (v & 0xf);
+	else if (mode != 64)
+		v &= 0xffffffffULL;
+	if (cr == 0) {
+		efer = save->efer;
+		if (kvmp_guest_set_cr0(vcpu, save->cr0, &v, save->cr4, &efer,
+				       s.cs.l))
+			goto gp;
+		if ((save->cr0 ^ v) & KVMP_CR0_PG)
+			svm->need_flush = true;
+		save->cr0 = v;
+		save->efer = efer;
+	} else {
+		if (kvmp_guest_set_cr4(vcpu, v, save->efer))
+			goto gp;
+		if ((save->cr4 ^ v) & (KVMP_CR4_PGE | KVMP_CR4_PAE | KVMP_CR4_PSE))
+			svm->need_flush = true;
+		save->cr4 = v;
+	}
+	svm_skip(vcpu, insn.length);
+	return KVMP_REENTER;
+gp:
+	svm_inject_exception(vcpu, 13, true, 0);
+	return KVMP_REENTER;
+}
+
 /* XSETBV (0f 01 d1): the core checks the value; XCR0 is loaded at entry */
 static int svm_exit_xsetbv(struct kvmp_vcpu *vcpu)
 {
@@ -972,6 +1042,8 @@ static int svm_exit_npf(struct kvmp_vcpu *vcpu)
 }
 
 static const svm_exit_handler svm_exit_handlers[SVM_EXIT_NPF + 1] = {
+	[SVM_EXIT_WRITE_CR0]	= svm_exit_write_cr,
+	[SVM_EXIT_WRITE_CR4]	= svm_exit_write_cr,
 	[SVM_EXIT_EXCP_DB]	= svm_exit_excp_db,
 	[SVM_EXIT_EXCP_AC]	= svm_exit_excp_ac,
 	[SVM_EXIT_EXCP_MC]	= svm_exit_excp_mc,

@@ -93,7 +93,11 @@ _Static_assert(__builtin_offsetof(struct vmcb, save.rip) == 0x578, "vmcb");
 _Static_assert(__builtin_offsetof(struct vmcb, save.rax) == 0x5f8, "vmcb");
 _Static_assert(__builtin_offsetof(struct vmcb, save.g_pat) == 0x668, "vmcb");
 
-/* intercept bits: word 2 (0x008) exceptions, word 3 (0x00c) and 4 (0x010) */
+/* intercept bits: word 0 (0x000) CR reads/writes, word 2 (0x008) exceptions,
+ * word 3 (0x00c) and 4 (0x010)
+ */
+#define ICPT0_CR0_WRITE		(1U << 16)
+#define ICPT0_CR4_WRITE		(1U << 20)
 #define ICPT2_DB		(1U << 1)
 #define ICPT2_AC		(1U << 17)
 #define ICPT2_MC		(1U << 18)
@@ -142,6 +146,8 @@ _Static_assert(__builtin_offsetof(struct vmcb, save.g_pat) == 0x668, "vmcb");
 #define TLB_FLUSH_ASID		3
 
 /* exit codes */
+#define SVM_EXIT_WRITE_CR0	0x010
+#define SVM_EXIT_WRITE_CR4	0x014
 #define SVM_EXIT_EXCP_DB	0x041
 #define SVM_EXIT_EXCP_AC	0x051
 #define SVM_EXIT_EXCP_MC	0x052

@@ -31,9 +31,7 @@
 #define PAT_DEFAULT		0x0007040600070406ULL
 
 #define CR0_MP			(1ULL << 1)
-#define CR0_ET			(1ULL << 4)
 #define CR0_NE			(1ULL << 5)
-#define CR4_PGE			(1ULL << 7)
 #define CR4_PCIDE		(1ULL << 17)
 #define DR6_FIXED		0xffff0ff0ULL
 #define DR6_VOLATILE		0x0001e00fULL
@@ -1417,29 +1415,22 @@ static int vmx_exit_rdpmc(struct kvmp_vcpu *vcpu)
 }
 
 /* MOV to CR0 (the bits the host owns changed), as Linux's kvm_set_cr0 */
+static bool vmx_cs_l(struct vmx_guest *g)
+{
+	return g->seg[KVMP_SEG_CS].ar & (1U << 13);
+}
+
 static int vmx_set_cr0(struct kvmp_vcpu *vcpu, u64 cr0)
 {
 	struct vmx_guest *g = &to_vmx(vcpu)->guest;
-	u64 old = g->cr0;
+	u64 old = g->cr0, old_efer = g->efer;
 
-	cr0 |= CR0_ET;
-	if (!kvmp_is_valid_cr0(cr0))
+	if (kvmp_guest_set_cr0(vcpu, old, &cr0, g->cr4, &g->efer, vmx_cs_l(g)))
 		return -KVMP_EINVAL;
-	if (!(old & KVMP_CR0_PG) && (cr0 & KVMP_CR0_PG) &&
-	    (g->efer & KVMP_EFER_LME)) {
-		if (!(g->cr4 & KVMP_CR4_PAE) ||
-		    (g->seg[KVMP_SEG_CS].ar & (1U << 13)))
-			return -KVMP_EINVAL;
-		g->efer |= KVMP_EFER_LMA;
-	}
-	if ((old & KVMP_CR0_PG) && !(cr0 & KVMP_CR0_PG)) {
-		if (g->efer & KVMP_EFER_LMA && g->seg[KVMP_SEG_CS].ar & (1U << 13))
-			return -KVMP_EINVAL;	/* not from 64-bit code */
-		g->efer &= ~KVMP_EFER_LMA;
-	}
 	g->cr0 = cr0;
 	if (((old ^ cr0) & KVMP_CR0_PG) && vmx_load_pdptes(vcpu)) {
 		g->cr0 = old;
+		g->efer = old_efer;
 		return -KVMP_EINVAL;
 	}
 	if ((old ^ cr0) & KVMP_CR0_PG)
@@ -1452,15 +1443,14 @@ static int vmx_set_cr4(struct kvmp_vcpu *vcpu, u64 cr4)
 	struct vmx_guest *g = &to_vmx(vcpu)->guest;
 	u64 old = g->cr4;
 
-	if (!kvmp_is_valid_cr4(vcpu, cr4) ||
-	    (!(cr4 & KVMP_CR4_PAE) && (g->efer & KVMP_EFER_LMA)))
+	if (kvmp_guest_set_cr4(vcpu, cr4, g->efer))
 		return -KVMP_EINVAL;
 	g->cr4 = cr4;
 	if (((old ^ cr4) & (KVMP_CR4_PAE | KVMP_CR4_PSE)) && vmx_load_pdptes(vcpu)) {
 		g->cr4 = old;
 		return -KVMP_EINVAL;
 	}
-	if ((old ^ cr4) & (CR4_PGE | KVMP_CR4_PAE | KVMP_CR4_PSE))
+	if ((old ^ cr4) & (KVMP_CR4_PGE | KVMP_CR4_PAE | KVMP_CR4_PSE))
 		to_vmx(vcpu)->need_flush = true;	/* a global flush, as on hardware */
 	return 0;
 }

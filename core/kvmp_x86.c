@@ -767,7 +767,7 @@ static int kvmp_do_set_msr(struct kvmp_vcpu *vcpu, u32 index, u64 data,
 	u64 changeable;
 
 	switch (index) {
-	/* writes Linux KVM accepts and drops */
+	/* writes Linux KVM accepts and drops (why: kvmp_do_get_msr) */
 	case MSR_NB_CFG:
 	case MSR_UCODE_WRITE:
 	case MSR_PATCH_LOADER:
@@ -775,14 +775,12 @@ static int kvmp_do_set_msr(struct kvmp_vcpu *vcpu, u32 index, u64 data,
 	case MSR_DC_CFG:
 	case MSR_TW_CFG:
 	case MSR_F15H_EX_CFG:
-	case MSR_DEBUGCTL:	/* no LBR virtualisation */
-	case MSR_TSC_ADJUST:	/* no TSC_ADJUST in the supported CPUID */
-	case MSR_TSC_DEADLINE:	/* no in-kernel local APIC */
 	case MSR_VM_IGNNE:
-	case MSR_P6_PERFCTR0:
-	case MSR_P6_PERFCTR1:
-	case MSR_P6_EVNTSEL0:
-	case MSR_P6_EVNTSEL1:
+	case MSR_DEBUGCTL:
+	case MSR_TSC_ADJUST:
+	case MSR_TSC_DEADLINE:
+	case MSR_P6_PERFCTR0 ... MSR_P6_PERFCTR1:
+	case MSR_P6_EVNTSEL0 ... MSR_P6_EVNTSEL1:
 	case MSR_K7_EVNTSEL0 ... MSR_K7_PERFCTR3:
 		return 0;
 	case MSR_KVM_WALL_CLOCK:
@@ -798,15 +796,14 @@ static int kvmp_do_set_msr(struct kvmp_vcpu *vcpu, u32 index, u64 data,
 		return 0;
 	case MSR_IA32_APICBASE:
 		return kvmp_set_apic_base(vcpu, data, host);
-	case MSR_SMBASE:
-		if (!host)
-			return 1;
-		vcpu->msr.smbase = data;
-		return 0;
+	case MSR_SMBASE:	/* only the VMM writes these three */
 	case MSR_SMI_COUNT:
+	case MSR_PLATFORM_INFO:
 		if (!host)
 			return 1;
-		vcpu->msr.smi_count = data;
+		*(index == MSR_SMBASE ? &vcpu->msr.smbase :
+		  index == MSR_SMI_COUNT ? &vcpu->msr.smi_count :
+		  &vcpu->msr.platform_info) = data;
 		return 0;
 	case MSR_MISC_FEATURES:
 		/*
@@ -816,11 +813,6 @@ static int kvmp_do_set_msr(struct kvmp_vcpu *vcpu, u32 index, u64 data,
 		if (data)
 			return 1;
 		vcpu->msr.misc_features = 0;
-		return 0;
-	case MSR_PLATFORM_INFO:
-		if (!host)
-			return 1;
-		vcpu->msr.platform_info = data;
 		return 0;
 	case MSR_IA32_MISC_ENABLE:
 		if (!host) {

@@ -4,10 +4,13 @@
  * and its handles.  Every ioctl goes to the portable core
  * (core/kvmp_main.c); only what makes handles is the port's.
  *
- * A kext has no public way to make file descriptors, so /dev/kvmport is a
- * cloning node (devfs_make_node_clone): every open gets its own minor
- * number, a handle that starts as a system handle.  A handle serves the
- * system, a VM or a VCPU ioctls according to its kind.
+ * The kext ABI (include/kvmport/kvmport_kext.h): a kext has no public way
+ * to make file descriptors, so /dev/kvmport is a cloning node
+ * (devfs_make_node_clone): every open gets its own minor number, a handle
+ * that starts as a system handle.  KVMP_CREATE_VM and KVMP_CREATE_VCPU
+ * leave the new object pending under an id, and KVMP_KEXT_ATTACH on a fresh
+ * handle makes that handle the object's.  A handle serves the system, a VM
+ * or a VCPU ioctls according to its kind.
  */
 #include <sys/types.h>
 #include <sys/param.h>
@@ -15,9 +18,12 @@
 #include <sys/errno.h>
 #include <sys/ioccom.h>
 #include <sys/proc.h>
+#include <libkern/copyio.h>
 #include <miscfs/devfs/devfs.h>
 #include <mach/kmod.h>
 #include <IOKit/IOLib.h>
+
+#include <kvmport/kvmport_kext.h>
 
 #include "kvmp_port.h"
 #include "kvmp_os_darwin.h"
@@ -41,13 +47,31 @@ enum kvmport_kind { KVMPORT_FREE, KVMPORT_SYSTEM, KVMPORT_VM, KVMPORT_VCPU };
 
 struct kvmport_handle {
 	enum kvmport_kind kind;
+	bool used;			/* has made a call: no longer fresh */
 	int pid;			/* the process that made its VM */
-	struct kvmp_vm *vm;		/* a VCPU handle holds its VM too */
+	struct kvmp_vm *vm;
+	struct kvmp_vcpu *vcpu;		/* holds its VM */
+};
+
+/*
+ * Objects made and not yet attached, each held for the handle (minor) that
+ * made it: they end with it if never attached.
+ */
+#define KVMPORT_MAX_PENDING	64
+
+struct kvmport_pending {
+	u64 id;				/* 0: a free slot */
+	int creator;			/* the minor that made it */
+	int pid;
+	enum kvmport_kind kind;
+	struct kvmp_vm *vm;
 	struct kvmp_vcpu *vcpu;
 };
 
 static struct kvmport_handle kvmport_handles[KVMPORT_MAX_HANDLES];
-static struct kvmp_os_mutex *kvmport_lock;	/* the table's kinds */
+static struct kvmport_pending kvmport_pending[KVMPORT_MAX_PENDING];
+static u64 kvmport_next_id = 1;
+static struct kvmp_os_mutex *kvmport_lock;	/* kinds, pending objects */
 static int kvmport_major = -1;
 static void *kvmport_node;
 
@@ -109,8 +133,26 @@ static int kvmport_close(dev_t dev, int flags, int devtype, struct proc *p)
 {
 	struct kvmport_handle *h = kvmport_get(dev);
 
+	struct kvmport_pending dropped[KVMPORT_MAX_PENDING];
+	int i, n = 0;
+
 	if (!h)
 		return kvmport_errno(-KVMP_ENXIO);
+	kvmp_os_mutex_lock(kvmport_lock);
+	for (i = 0; i < KVMPORT_MAX_PENDING; i++) {
+		if (kvmport_pending[i].id && kvmport_pending[i].creator == minor(dev)) {
+			dropped[n++] = kvmport_pending[i];
+			kvmport_pending[i].id = 0;
+		}
+	}
+	kvmp_os_mutex_unlock(kvmport_lock);
+	/* VCPUs first: each holds its VM */
+	for (i = 0; i < n; i++)
+		if (dropped[i].vcpu)
+			kvmp_vcpu_destroy(dropped[i].vcpu);
+	for (i = 0; i < n; i++)
+		if (dropped[i].vm)
+			kvmp_vm_put(dropped[i].vm);
 	if (h->vcpu)
 		kvmp_vcpu_destroy(h->vcpu);
 	if (h->vm)
@@ -118,49 +160,165 @@ static int kvmport_close(dev_t dev, int flags, int devtype, struct proc *p)
 	kvmp_os_mutex_lock(kvmport_lock);
 	h->vm = NULL;
 	h->vcpu = NULL;
+	h->used = false;
 	h->kind = KVMPORT_FREE;
 	kvmp_os_mutex_unlock(kvmport_lock);
 	return 0;
 }
 
-/* the core's entry for this handle's kind */
-static long kvmport_dispatch(struct kvmport_handle *h, int pid,
-			     unsigned int cmd, unsigned long arg)
+/* park a new VM or VCPU under a fresh id; the id, or -KVMP_ENOSPC */
+static long kvmport_park(int creator, int pid, struct kvmp_vm *vm,
+			 struct kvmp_vcpu *vcpu)
+{
+	long r = -KVMP_ENOSPC;
+	int i;
+
+	kvmp_os_mutex_lock(kvmport_lock);
+	for (i = 0; i < KVMPORT_MAX_PENDING; i++) {
+		struct kvmport_pending *o = &kvmport_pending[i];
+
+		if (o->id)
+			continue;
+		o->id = kvmport_next_id++;
+		o->creator = creator;
+		o->pid = pid;
+		o->kind = vcpu ? KVMPORT_VCPU : KVMPORT_VM;
+		o->vm = vm;
+		o->vcpu = vcpu;
+		r = (long)o->id;
+		break;
+	}
+	kvmp_os_mutex_unlock(kvmport_lock);
+	return r;
+}
+
+static long kvmport_create_vm(int minor, int pid, unsigned long type)
+{
+	struct kvmp_vm *vm;
+	long r = kvmp_vm_create(type, &vm);
+
+	if (r)
+		return r;
+	r = kvmport_park(minor, pid, vm, NULL);
+	if (r < 0)
+		kvmp_vm_put(vm);
+	return r;
+}
+
+static long kvmport_create_vcpu(struct kvmport_handle *h, int minor,
+				unsigned long id)
+{
+	struct kvmp_vcpu *vcpu;
+	long r = kvmp_vcpu_create(h->vm, id, &vcpu);
+
+	if (r)
+		return r;
+	r = kvmport_park(minor, h->pid, NULL, vcpu);
+	if (r < 0)
+		kvmp_vcpu_destroy(vcpu);
+	return r;
+}
+
+/* KVMP_KEXT_ATTACH: a fresh handle takes a pending object of its process */
+static long kvmport_attach(struct kvmport_handle *h, int pid, u64 uarg)
+{
+	struct kvmp_kext_attach a;
+	enum kvmport_kind kind;
+	long r = -KVMP_ENOENT;
+	int i;
+
+	if (kvmp_os_copy_from_user(&a, uarg, sizeof(a)))
+		return -KVMP_EFAULT;
+	if (a.flags || (a.kind != KVMP_KEXT_ATTACH_VM &&
+			a.kind != KVMP_KEXT_ATTACH_VCPU))
+		return -KVMP_EINVAL;
+	kind = a.kind == KVMP_KEXT_ATTACH_VM ? KVMPORT_VM : KVMPORT_VCPU;
+	kvmp_os_mutex_lock(kvmport_lock);
+	if (h->kind != KVMPORT_SYSTEM || h->used) {
+		r = -KVMP_EBUSY;
+		goto out;
+	}
+	for (i = 0; i < KVMPORT_MAX_PENDING; i++) {
+		struct kvmport_pending *o = &kvmport_pending[i];
+
+		if (!a.id || o->id != a.id || o->pid != pid || o->kind != kind)
+			continue;
+		h->kind = kind;
+		h->pid = pid;
+		h->vm = o->vm;
+		h->vcpu = o->vcpu;
+		o->id = 0;
+		r = 0;
+		break;
+	}
+out:
+	h->used = true;
+	kvmp_os_mutex_unlock(kvmport_lock);
+	return r;
+}
+
+/* a call of the kext ABI: the core's entry for the handle's kind */
+static long kvmport_call(struct kvmport_handle *h, int minor, int pid,
+			 const struct kvmp_kext_call *c)
 {
 	/* a VM's memory is its maker's: other processes get EIO, as on Linux */
-	if (h->kind != KVMPORT_SYSTEM && h->pid != pid)
+	if ((h->kind == KVMPORT_VM || h->kind == KVMPORT_VCPU) && h->pid != pid)
 		return -KVMP_EIO;
 	switch (h->kind) {
 	case KVMPORT_SYSTEM:
-		return kvmp_system_ioctl(cmd, arg);
+		if (c->cmd == KVMP_KEXT_ATTACH)
+			return kvmport_attach(h, pid, c->arg);
+		h->used = true;
+		if (c->cmd == KVMP_CREATE_VM)
+			return kvmport_create_vm(minor, pid, c->arg);
+		return kvmp_system_ioctl(c->cmd, c->arg);
 	case KVMPORT_VM:
-		return kvmp_vm_ioctl(h->vm, cmd, arg);
+		if (c->cmd == KVMP_CREATE_VCPU)
+			return kvmport_create_vcpu(h, minor, c->arg);
+		return kvmp_vm_ioctl(h->vm, c->cmd, c->arg);
 	case KVMPORT_VCPU:
-		return kvmp_vcpu_ioctl(h->vcpu, cmd, arg);
+		/* the run area's mapping into the caller's task: not yet */
+		if (c->cmd == KVMP_MMAP_VCPU)
+			return -KVMP_ENOTTY;
+		return kvmp_vcpu_ioctl(h->vcpu, c->cmd, c->arg);
 	default:
 		return -KVMP_ENXIO;
 	}
 }
 
 /*
- * Commands are BSD IOC_VOID: XNU copies nothing and hands over the caller's
- * argument itself (a value or a user pointer), which the core reads and
- * writes through the OS contract's copy helpers, as on Linux.
+ * Every command is BSD IOC_VOID: XNU copies nothing and hands over the
+ * caller's argument, a pointer to its struct kvmp_kext_call.  Its command
+ * must be the one the number encodes; the core reads and writes the call's
+ * own argument through the OS contract's copy helpers, as on Linux.
  */
 static int kvmport_ioctl(dev_t dev, u_long cmd, caddr_t data, int fflag,
 			 struct proc *p)
 {
 	struct kvmport_handle *h = kvmport_get(dev);
+	struct kvmp_kext_call c;
+	user_addr_t ucall;
 	long r;
 
 	if (!h)
-		r = -KVMP_ENXIO;
-	else if ((cmd & IOC_DIRMASK) != IOC_VOID)
-		r = -KVMP_ENOTTY;
-	else
-		r = kvmport_dispatch(h, proc_pid(p), (unsigned int)cmd,
-				     (unsigned long)*(user_addr_t *)data);
-	return r < 0 ? kvmport_errno(r) : 0;
+		return kvmport_errno(-KVMP_ENXIO);
+	if ((cmd & IOC_DIRMASK) != IOC_VOID)
+		return kvmport_errno(-KVMP_ENOTTY);
+	ucall = *(user_addr_t *)data;
+	if (kvmp_os_copy_from_user(&c, ucall, sizeof(c)))
+		return kvmport_errno(-KVMP_EFAULT);
+	if (KVMP_KEXT_IOC(c.cmd) != cmd)
+		return kvmport_errno(-KVMP_ENOTTY);
+	if (c.flags)
+		return kvmport_errno(-KVMP_EINVAL);
+	r = kvmport_call(h, minor(dev), proc_pid(p), &c);
+	if (r < 0)
+		return kvmport_errno(r);
+	c.result = (u64)r;
+	if (kvmp_os_copy_to_user(ucall + offsetof(struct kvmp_kext_call, result),
+				 &c.result, sizeof(c.result)))
+		return kvmport_errno(-KVMP_EFAULT);
+	return 0;
 }
 
 static struct cdevsw kvmport_cdevsw = {

@@ -108,3 +108,24 @@ def test_named_but_unused_or_private_bundles_fail(
         path.write_bytes(plistlib.dumps({"OSBundleLibraries": {bundle: "17.0"}}))
         with pytest.raises(LabError, match=bundle.replace(".", r"\.")):
             darwin_build.check_imports(obj, path, inputs.exports)
+
+
+def test_kext_numbers_are_bsd_ioc_void(tmp_path: Path, inputs: darwin_build.Inputs) -> None:
+    """Every command's kext number against Darwin's own <sys/ioccom.h>, as the kext is built."""
+    from tests.abi.test_conformance import commands
+
+    lines = ["#include <sys/ioccom.h>", "#include <kvmport/kvmport_kext.h>"]
+    for n in commands():
+        lines.append(
+            f"_Static_assert(KVMP_KEXT_IOC({n}) == _IOC(IOC_VOID, ({n} >> 8) & 0xff, "
+            f'{n} & 0xff, ({n} >> 16) & 0x3fff), "{n}");'
+        )
+        lines.append(f'_Static_assert(KVMP_KEXT_FITS({n}) && IOCPARM_LEN(KVMP_KEXT_IOC({n})) '
+                     f'== (({n} >> 16) & 0x3fff), "{n} size");')
+    src = tmp_path / "ioc.c"
+    src.write_text("\n".join(lines) + "\n")
+    subprocess.run(
+        [darwin_build.CLANG, *darwin_build.CFLAGS, "-I", str(inputs.headers),
+         "-I", str(darwin_build.ROOT / "include"), "-c", str(src), "-o", str(tmp_path / "ioc.o")],
+        check=True,
+    )

@@ -43,7 +43,10 @@
 /* open handles: a minor each; 0 is the node itself */
 #define KVMPORT_MAX_HANDLES	1024
 
-enum kvmport_kind { KVMPORT_FREE, KVMPORT_SYSTEM, KVMPORT_VM, KVMPORT_VCPU };
+/* CLOSED: released, its minor not reusable until devfs frees the clone */
+enum kvmport_kind {
+	KVMPORT_FREE, KVMPORT_SYSTEM, KVMPORT_VM, KVMPORT_VCPU, KVMPORT_CLOSED
+};
 
 struct kvmport_handle {
 	enum kvmport_kind kind;
@@ -93,21 +96,36 @@ static int kvmport_errno(long r)
 	return (int)e;	/* 1..34 are the same in both */
 }
 
-/* DEVFS_CLONE_ALLOC: a free minor; DEVFS_CLONE_FREE: nothing to do */
+/*
+ * DEVFS_CLONE_ALLOC: a free minor for a new open.  DEVFS_CLONE_FREE comes
+ * when devfs frees that clone's node, after its last close: only then may
+ * the minor serve another open (a live node must not alias a new handle).
+ */
 static int kvmport_clone(dev_t dev, int action)
 {
+	struct kvmport_handle *h;
 	int i, found = -1;
 
-	if (action != DEVFS_CLONE_ALLOC)
-		return 0;
 	kvmp_os_mutex_lock(kvmport_lock);
+	if (action == DEVFS_CLONE_FREE) {
+		i = minor(dev);
+		h = i > 0 && i < KVMPORT_MAX_HANDLES ? &kvmport_handles[i] : NULL;
+		/* a SYSTEM handle here was allocated but never opened */
+		if (h && (h->kind == KVMPORT_CLOSED || h->kind == KVMPORT_SYSTEM))
+			h->kind = KVMPORT_FREE;
+		found = 0;
+		goto out;
+	}
 	for (i = 1; i < KVMPORT_MAX_HANDLES; i++) {
-		if (kvmport_handles[i].kind == KVMPORT_FREE) {
-			kvmport_handles[i].kind = KVMPORT_SYSTEM;
+		h = &kvmport_handles[i];
+		if (h->kind == KVMPORT_FREE) {
+			h->kind = KVMPORT_SYSTEM;
+			h->used = false;
 			found = i;
 			break;
 		}
 	}
+out:
 	kvmp_os_mutex_unlock(kvmport_lock);
 	return found;
 }
@@ -160,8 +178,7 @@ static int kvmport_close(dev_t dev, int flags, int devtype, struct proc *p)
 	kvmp_os_mutex_lock(kvmport_lock);
 	h->vm = NULL;
 	h->vcpu = NULL;
-	h->used = false;
-	h->kind = KVMPORT_FREE;
+	h->kind = KVMPORT_CLOSED;
 	kvmp_os_mutex_unlock(kvmport_lock);
 	return 0;
 }
@@ -384,7 +401,10 @@ fail_os:
 	return KERN_FAILURE;
 }
 
-/* XNU refuses the unload while a handle is open: kmutil unload says busy */
+/*
+ * Refused while a handle is open, or closed but its clone node not yet freed
+ * (devfs would call kvmport_clone after the unload): kmutil says busy.
+ */
 static kern_return_t kvmport_stop(kmod_info_t *ki, void *data)
 {
 	int i;

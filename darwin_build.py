@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab.common import LabError, cache_dir, ensure_packages, log, run
+from lab.common import LabError, cache_dir, cached_build, ensure_packages, log, run
 
 ROOT = Path(__file__).resolve().parent
 OUT = ROOT / "build" / "kext"
@@ -136,36 +136,29 @@ def file_hash(path: Path) -> str:
 
 def ld64(inputs: Inputs, jobs: int = 2) -> Path:
     """Apple's ld64, built once from the cctools-port tarball (cached by its hash)."""
-    out = cache_dir() / f"ld64-{file_hash(inputs.tarball)[:16]}"
+    digest = file_hash(inputs.tarball)
+    out = cache_dir() / f"ld64-{digest[:16]}"
     binary = out / "ld"
     if binary.is_file():
         return binary
     ensure_packages(TOOLS)
-    t0 = time.monotonic()
-    work = out.with_name(out.name + ".tmp")
-    if work.exists():
-        shutil.rmtree(work)
-    src = work / "src"
-    src.mkdir(parents=True)
-    log(f"ld64: unpack {inputs.tarball.name}")
-    run(["tar", "xzf", inputs.tarball, "-C", src, "--strip-components=2"], capture=True)
-    env = dict(os.environ, CC=CLANG, CXX=CLANGXX)
-    log("ld64: configure (once; about 5 minutes in all)")
-    run(["./configure", "--target=x86_64-apple-darwin20"], cwd=src, capture=True, env=env)
-    for part in ("libstuff", "ld64"):
-        log(f"ld64: make -C {part}")
-        run(["make", f"-j{jobs}", "-C", part], cwd=src, capture=True, env=env)
-    built = src / "ld64" / "src" / "ld" / "ld"
-    shutil.copy2(built, work / "ld")
-    shutil.rmtree(src)
-    (work / "BUILD-INFO").write_text(
-        f"source {inputs.tarball.name} sha256 {file_hash(inputs.tarball)}\n"
-        f"build seconds {time.monotonic() - t0:.0f}\n"
-    )
-    if out.exists():
-        shutil.rmtree(out)
-    work.rename(out)
-    log(f"ld64: built in {time.monotonic() - t0:.0f} s")
+
+    def build(work: Path) -> str:
+        src = work / "src"
+        src.mkdir()
+        log(f"ld64: unpack {inputs.tarball.name}")
+        run(["tar", "xzf", inputs.tarball, "-C", src, "--strip-components=2"], capture=True)
+        env = dict(os.environ, CC=CLANG, CXX=CLANGXX)
+        log("ld64: configure (once; about 5 minutes in all)")
+        run(["./configure", "--target=x86_64-apple-darwin20"], cwd=src, capture=True, env=env)
+        for part in ("libstuff", "ld64"):
+            log(f"ld64: make -C {part}")
+            run(["make", f"-j{jobs}", "-C", part], cwd=src, capture=True, env=env)
+        shutil.copy2(src / "ld64" / "src" / "ld" / "ld", work / "ld")
+        shutil.rmtree(src)
+        return f"source {inputs.tarball.name} sha256 {digest}\n"
+
+    cached_build(out, build, "ld64")
     return binary
 
 

@@ -146,31 +146,42 @@ static int kvmport_open(dev_t dev, int flags, int devtype, struct proc *p)
 	return kvmport_errno(h && h->kind == KVMPORT_SYSTEM ? 0 : -KVMP_ENXIO);
 }
 
-/* each open has its own minor, so this is that handle's last close */
-static int kvmport_close(dev_t dev, int flags, int devtype, struct proc *p)
+/* one pending object the handle made, taken off the list; false if none */
+static bool kvmport_take_pending(int creator, struct kvmport_pending *out)
 {
-	struct kvmport_handle *h = kvmport_get(dev);
+	bool found = false;
+	int i;
 
-	struct kvmport_pending dropped[KVMPORT_MAX_PENDING];
-	int i, n = 0;
-
-	if (!h)
-		return kvmport_errno(-KVMP_ENXIO);
 	kvmp_os_mutex_lock(kvmport_lock);
-	for (i = 0; i < KVMPORT_MAX_PENDING; i++) {
-		if (kvmport_pending[i].id && kvmport_pending[i].creator == minor(dev)) {
-			dropped[n++] = kvmport_pending[i];
+	for (i = 0; i < KVMPORT_MAX_PENDING && !found; i++) {
+		if (kvmport_pending[i].id && kvmport_pending[i].creator == creator) {
+			*out = kvmport_pending[i];
 			kvmport_pending[i].id = 0;
+			found = true;
 		}
 	}
 	kvmp_os_mutex_unlock(kvmport_lock);
-	/* VCPUs first: each holds its VM */
-	for (i = 0; i < n; i++)
-		if (dropped[i].vcpu)
-			kvmp_vcpu_destroy(dropped[i].vcpu);
-	for (i = 0; i < n; i++)
-		if (dropped[i].vm)
-			kvmp_vm_put(dropped[i].vm);
+	return found;
+}
+
+/*
+ * Each open has its own minor, so this is that handle's last close.  What
+ * it made and nobody attached ends here (in any order: a VCPU holds a
+ * reference to its VM).
+ */
+static int kvmport_close(dev_t dev, int flags, int devtype, struct proc *p)
+{
+	struct kvmport_handle *h = kvmport_get(dev);
+	struct kvmport_pending o;
+
+	if (!h)
+		return kvmport_errno(-KVMP_ENXIO);
+	while (kvmport_take_pending(minor(dev), &o)) {
+		if (o.vcpu)
+			kvmp_vcpu_destroy(o.vcpu);
+		if (o.vm)
+			kvmp_vm_put(o.vm);
+	}
 	if (h->vcpu)
 		kvmp_vcpu_destroy(h->vcpu);
 	if (h->vm)

@@ -12,10 +12,9 @@ import hashlib
 import os
 import shutil
 import sys
-import time
 from pathlib import Path
 
-from lab.common import LabError, cache_dir, ensure_packages, log, run
+from lab.common import LabError, cache_dir, cached_build, ensure_packages, log, run
 
 ROOT = Path(__file__).resolve().parent
 PATCHES = ROOT / "qemu-patches"
@@ -125,33 +124,26 @@ def build(jobs: int = 2) -> Path:
     if binary.is_file():
         return binary
     ensure_packages(BUILD_TOOLS)
-    t0 = time.monotonic()
-    work = out.with_name(out.name + ".tmp")
-    if work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
-    src = fetch_source(version, work)
-    for p in patches:
-        log(f"patch {p.name}")
-        run(["patch", "-p1", "--batch", "--forward", "-i", p], cwd=src, capture=True)
-    bdir = work / "build"
-    bdir.mkdir()
-    log("configure: " + " ".join(CONFIGURE))
-    run([src / "configure", *CONFIGURE], cwd=bdir, capture=True)
-    log(f"ninja -j{jobs} {BINARY}")
-    run(["ninja", f"-j{jobs}", BINARY], cwd=bdir, capture=True)
-    shutil.copy2(bdir / BINARY, work / BINARY)
-    # keep only the binary: the tree is ~1 GB and the key says what it was built from
-    shutil.rmtree(src)
-    shutil.rmtree(bdir)
-    (work / "BUILD-INFO").write_text(
-        f"source qemu {version}\npatches {' '.join(p.name for p in patches)}\n"
-        f"configure {' '.join(CONFIGURE)}\nbuild seconds {time.monotonic() - t0:.0f}\n"
-    )
-    if out.exists():
-        shutil.rmtree(out)
-    work.rename(out)
-    log(f"built in {time.monotonic() - t0:.0f} s")
+
+    def build_into(work: Path) -> str:
+        src = fetch_source(version, work)
+        for p in patches:
+            log(f"patch {p.name}")
+            run(["patch", "-p1", "--batch", "--forward", "-i", p], cwd=src, capture=True)
+        bdir = work / "build"
+        bdir.mkdir()
+        log("configure: " + " ".join(CONFIGURE))
+        run([src / "configure", *CONFIGURE], cwd=bdir, capture=True)
+        log(f"ninja -j{jobs} {BINARY}")
+        run(["ninja", f"-j{jobs}", BINARY], cwd=bdir, capture=True)
+        shutil.copy2(bdir / BINARY, work / BINARY)
+        # keep only the binary: the tree is ~1 GB and the key says what it was built from
+        shutil.rmtree(src)
+        shutil.rmtree(bdir)
+        return (f"source qemu {version}\npatches {' '.join(p.name for p in patches)}\n"
+                f"configure {' '.join(CONFIGURE)}\n")
+
+    cached_build(out, build_into, "qemu")
     return binary
 
 

@@ -18,6 +18,17 @@
 #define KVMP_RET	ret
 #endif
 
+/* Mach-O (XNU) names C symbols with a leading underscore and has no .type/.size */
+#ifdef __APPLE__
+#define KVMP_SYM(name)		_##name
+#define KVMP_FUNC_TYPE(name)
+#define KVMP_FUNC_SIZE(name)
+#else
+#define KVMP_SYM(name)		name
+#define KVMP_FUNC_TYPE(name)	.type name, @function
+#define KVMP_FUNC_SIZE(name)	.size name, . - name
+#endif
+
 #define G_RAX	0
 #define G_RCX	8
 #define G_RDX	16
@@ -36,9 +47,9 @@
 #define VMCS_HOST_RSP	0x6c14
 
 	.text
-	.globl	kvmp_vmx_enter
-	.type	kvmp_vmx_enter, @function
-kvmp_vmx_enter:
+	.globl	KVMP_SYM(kvmp_vmx_enter)
+	KVMP_FUNC_TYPE(KVMP_SYM(kvmp_vmx_enter))
+KVMP_SYM(kvmp_vmx_enter):
 	push	%rbp
 	push	%rbx
 	push	%r12
@@ -74,8 +85,8 @@ kvmp_vmx_enter:
 	mov	$1, %eax
 	jmp	.Lout
 
-	.globl	kvmp_vmx_exit_point
-kvmp_vmx_exit_point:
+	.globl	KVMP_SYM(kvmp_vmx_exit_point)
+KVMP_SYM(kvmp_vmx_exit_point):
 	xchg	%rdi, (%rsp)		/* gprs; the guest's RDI on the stack */
 	mov	%rax, G_RAX(%rdi)
 	mov	%rcx, G_RCX(%rdi)
@@ -111,4 +122,4 @@ kvmp_vmx_exit_point:
 	pop	%rbx
 	pop	%rbp
 	KVMP_RET
-	.size	kvmp_vmx_enter, . - kvmp_vmx_enter
+	KVMP_FUNC_SIZE(KVMP_SYM(kvmp_vmx_enter))

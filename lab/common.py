@@ -6,7 +6,8 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -82,6 +83,23 @@ TOOLS_VMX: list[tuple[str, str]] = [
     ("/sbin/mkfs.fat", "dosfstools"),
     ("/sbin/mke2fs", "e2fsprogs"),
 ]
+
+
+def cached_build(out: Path, build: Callable[[Path], str], what: str) -> None:
+    """Make the cache entry out (once): build(work) fills a fresh out.tmp and returns the
+    BUILD-INFO lines saying what it was built from; then out.tmp becomes out. An interrupted
+    build leaves only out.tmp, which the next call starts again."""
+    t0 = time.monotonic()
+    work = out.with_name(out.name + ".tmp")
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    info = build(work)
+    (work / "BUILD-INFO").write_text(f"{info}build seconds {time.monotonic() - t0:.0f}\n")
+    if out.exists():
+        shutil.rmtree(out)
+    work.rename(out)
+    log(f"{what}: built in {time.monotonic() - t0:.0f} s")
 
 
 def ensure_packages(tools: list[tuple[str, str]]) -> None:

@@ -11,7 +11,7 @@ from invoke.context import Context
 from invoke.exceptions import Exit
 
 PY = shlex.quote(sys.executable)
-PYTHON_SOURCES = "pyhost tests bintest lab bench tasks qemu_build.py"
+PYTHON_SOURCES = "pyhost tests bintest lab bench tasks qemu_build.py darwin_build.py"
 
 
 @task
@@ -109,7 +109,7 @@ def lint(c: Context) -> None:
 
     c.run(f"{PY} -m ruff check {PYTHON_SOURCES}")
     c.run(f"{PY} -m mypy pyhost bench")
-    run_checkpatch(["lkm", "core", "include"])
+    run_checkpatch(["lkm", "core", "include", "kext"])
 
 
 @task

@@ -1,5 +1,5 @@
-"""The driver's tasks: build-kext (build lkm/ and load it, here or in the lab), checkpatch
-and install-dkms."""
+"""The driver's tasks: build-kext (build lkm/ and load it, here or in the lab; or, with
+--os darwin, the macOS kext), checkpatch and install-dkms."""
 
 from __future__ import annotations
 
@@ -20,17 +20,35 @@ from lab.common import LabError
         "load": "load the module after building: insmod here if the host can, else in the "
         "SVM lab (default); --no-load to only build",
         "cpu": "lab to load it in when the host cannot (svm or vmx)",
+        "os": "the driver's host OS: linux (lkm/, default) or darwin (kext/: "
+        "build/kext/kvmport.kext, built here; docs/kext.md)",
     },
 )
 def build_kext(
-    c: Context, kdir: str = "", lab_kernel: bool = False, load: bool = True, cpu: str = "svm"
+    c: Context,
+    kdir: str = "",
+    lab_kernel: bool = False,
+    load: bool = True,
+    cpu: str = "svm",
+    os: str = "linux",
 ) -> None:
-    """Build lkm/ (kvmport.ko) against a kernel's headers and load it.
+    """Build lkm/ (kvmport.ko) against a kernel's headers and load it; or the macOS kext.
 
     On a Linux host with module loading: the running kernel's headers, then insmod
     (reloading an older copy) and a KVM_GET_API_VERSION check. Here (no modules on
     the host): the lab kernel's headers, then load/check/unload inside the lab.
+    --os darwin: build and check build/kext/kvmport.kext (darwin_build.py).
     """
+    if os == "darwin":
+        import darwin_build
+
+        try:
+            print(darwin_build.build())
+        except LabError as exc:
+            raise Exit(f"build-kext --os darwin: {exc}", code=1) from None
+        return
+    if os != "linux":
+        raise Exit(f"build-kext: --os {os}: linux or darwin", code=2)
     from lab.main import build_and_load
 
     try:

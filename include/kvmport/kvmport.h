@@ -41,27 +41,18 @@ typedef uint64_t kvmp_u64;
 /*
  * Directions are named from userspace's point of view, as Linux does:
  * READ means the kernel writes the argument back.  Linux packs
- * dir:2 size:14 type:8 nr:8 with READ = 2, WRITE = 1.  Darwin's BSD ioctl
- * layer reads the direction from the top three bits with the opposite
- * meaning and a 13-bit size, so numbers cannot match Linux there (the reason
- * kvm-kext's numbers differed); we encode what each host's ioctl layer needs.
+ * dir:2 size:14 type:8 nr:8 with READ = 2, WRITE = 1.  These are the
+ * numbers on every host: the core switches on them.  XNU's BSD ioctl layer
+ * reads the top bits with the opposite meaning and copies arguments itself,
+ * so the macOS kext takes each command in another encoding derived from
+ * this one, kvmport_kext.h's KVMP_KEXT_IOC().
  */
 #define KVMP_IOC_NONE	0U
 #define KVMP_IOC_WRITE	1U
 #define KVMP_IOC_READ	2U
 
-#if defined(__APPLE__)
-#define KVMP_IOC_DIRBITS(dir) \
-	((dir) == KVMP_IOC_NONE ? 0x20000000U : \
-	 (((dir) & KVMP_IOC_READ) ? 0x40000000U : 0) | \
-	 (((dir) & KVMP_IOC_WRITE) ? 0x80000000U : 0))
-#define KVMP_IOC(dir, type, nr, size) \
-	(KVMP_IOC_DIRBITS(dir) | (((size) & 0x1fffU) << 16) | \
-	 ((type) << 8) | (nr))
-#else
 #define KVMP_IOC(dir, type, nr, size) \
 	(((dir) << 30) | ((size) << 16) | ((type) << 8) | (nr))
-#endif
 
 #define KVMP_IO(type, nr)		KVMP_IOC(KVMP_IOC_NONE, (type), (nr), 0U)
 #define KVMP_IOR(type, nr, t)		KVMP_IOC(KVMP_IOC_READ, (type), (nr), sizeof(t))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -63,26 +64,121 @@ def test_the_check_fails_on_a_wrong_header(tmp_path, mutation):
     assert "static assertion failed" in res.stderr
 
 
-def _bsd_ioc(direction: int, nr: int, size: int) -> int:
-    """Darwin's <sys/ioccom.h> encoding, written out from its definition."""
-    bits = 0x20000000 if direction == 0 else 0
-    if direction & 2:   # Linux READ: the kernel copies out
-        bits |= 0x40000000
-    if direction & 1:   # Linux WRITE: the kernel copies in
-        bits |= 0x80000000
-    return bits | ((size & 0x1FFF) << 16) | (0xAE << 8) | nr
+# every command of the ABI: a KVMP_ name #defined as KVMP_IO/IOR/IOW/IOWR(...)
+_COMMAND = re.compile(r"^#define\s+(KVMP_[A-Z0-9_]+)\s+(?:\\\n\s*)?KVMP_IO(?:R|W|WR)?\(",
+                      re.MULTILINE)
+KEXT_HEADERS = ("kvmport.h", "kvmport_ext.h", "kvmport_kext.h")
 
 
-def test_darwin_build_uses_bsd_ioctl_encoding(tmp_path):
-    names = {"KVMP_RUN": (0, 0x80, 0), "KVMP_GET_REGS": (2, 0x81, ffi.sizeof("struct kvmp_regs")),
-             "KVMP_SET_REGS": (1, 0x82, ffi.sizeof("struct kvmp_regs")),
-             "KVMP_GET_MSRS": (3, 0x88, ffi.sizeof("struct kvmp_msrs"))}
-    code = '#include "kvmport/kvmport_ext.h"\n' + "".join(
-        f"_Static_assert({n} == {_bsd_ioc(*v):#x}U, \"{n}\");\n" for n, v in names.items())
+def commands(include: Path = INCLUDE_DIR) -> list[str]:
+    return [n for h in KEXT_HEADERS
+            for n in _COMMAND.findall((include / "kvmport" / h).read_text())]
+
+
+def _bsd_void(linux: int) -> int:
+    """<sys/ioccom.h>'s _IOC(IOC_VOID, group, num, len), written out from its definition,
+    with Linux's group, number and size."""
+    group, num, size = linux >> 8 & 0xFF, linux & 0xFF, linux >> 16 & 0x3FFF
+    assert size <= 0x1FFF, "IOCPARM_MASK: BSD numbers have 13 bits of size"
+    return 0x20000000 | (size & 0x1FFF) << 16 | group << 8 | num
+
+
+def kext_source(include: Path = INCLUDE_DIR) -> str:
+    """Static assertions: each command's kext number is IOC_VOID with Linux's group,
+    number and size (taken apart by <linux/ioctl.h>), and its size fits BSD's field."""
+    lines = ['#include <linux/ioctl.h>', '#include "kvmport/kvmport_kext.h"',
+             "#define BSD_IOC(inout, group, num, len) \\",
+             "\t((inout) | (((len) & 0x1fffU) << 16) | ((group) << 8) | (num))"]
+    for n in commands(include):
+        lines.append(f'_Static_assert(KVMP_KEXT_FITS({n}), "{n} too large for BSD");')
+        lines.append(f"_Static_assert(KVMP_KEXT_IOC({n}) == BSD_IOC(0x20000000U, "
+                     f'_IOC_TYPE({n}), _IOC_NR({n}), _IOC_SIZE({n})), "{n}");')
+    return "\n".join(lines) + "\n"
+
+
+def test_every_command_has_its_kext_encoding(tmp_path):
+    names = commands()
+    # the Linux subset, the extension and the kext's own ATTACH are all in
+    assert {"KVMP_RUN", "KVMP_GET_MSRS", "KVMP_MMAP_VCPU", "KVMP_KEXT_ATTACH"} <= set(names)
+    assert len(names) == len(set(names)) > 30
+    res = compile_c(kext_source(), tmp_path)
+    assert res.returncode == 0, res.stderr
+    # the same header on macOS userspace: same numbers, same envelope
+    res = compile_c(kext_source(), tmp_path, extra=("-U__linux__", "-D__APPLE__"))
+    assert res.returncode == 0, res.stderr
+
+
+def test_kext_numbers_from_the_bsd_definition(tmp_path):
+    """Python's reading of <sys/ioccom.h> against the header, for every command pyhost has."""
+    names = [n for n in commands() if hasattr(lib, n)]
+    code = '#include "kvmport/kvmport_kext.h"\n' + "".join(
+        f'_Static_assert(KVMP_KEXT_IOC({n}) == {_bsd_void(getattr(lib, n)):#x}U, "{n}");\n'
+        for n in names)
+    res = compile_c(code, tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert _bsd_void(lib.KVMP_GET_REGS) == 0x2090AE81  # Linux's 0x8090ae81, IOC_VOID
+    assert _bsd_void(lib.KVMP_RUN) == 0x2000AE80
+
+
+def test_linux_numbers_are_the_same_on_apple(tmp_path):
+    """The core switches on Linux's numbers on every host: __APPLE__ changes none."""
+    code = '#include "kvmport/kvmport_kext.h"\n' + "".join(
+        f'_Static_assert({n} == {getattr(lib, n):#x}U, "{n}");\n'
+        for n in commands() if hasattr(lib, n))
     res = compile_c(code, tmp_path, extra=("-U__linux__", "-D__APPLE__"))
     assert res.returncode == 0, res.stderr
-    # and on Linux the same names carry Linux's numbers
-    assert lib.KVMP_RUN == 0xAE80 and lib.KVMP_GET_REGS == 0x8090AE81
+
+
+def _kext_headers(tmp_path: Path) -> Path:
+    """A copy of the three headers, to break."""
+    broken = tmp_path / "include" / "kvmport"
+    broken.mkdir(parents=True)
+    for h in KEXT_HEADERS:
+        shutil.copy(INCLUDE_DIR / "kvmport" / h, broken / h)
+    return broken
+
+
+@pytest.mark.parametrize("mutation", [
+    ("| 0xffffU)))", "| 0xffffffffU)))"),   # Linux's direction bits kept
+    ("0x20000000U", "0x40000000U"),         # IOC_OUT, not IOC_VOID
+])
+def test_the_kext_check_fails_on_a_wrong_header(tmp_path, mutation):
+    broken = _kext_headers(tmp_path)
+    text = (broken / "kvmport_kext.h").read_text()
+    assert mutation[0] in text
+    (broken / "kvmport_kext.h").write_text(text.replace(mutation[0], mutation[1], 1))
+    res = compile_c(kext_source(tmp_path / "include"), tmp_path, include=tmp_path / "include")
+    assert res.returncode != 0
+    assert "static assertion failed" in res.stderr
+
+
+def test_the_kext_check_refuses_a_command_too_large_for_bsd(tmp_path):
+    broken = _kext_headers(tmp_path)
+    ext = broken / "kvmport_ext.h"
+    ext.write_text(ext.read_text().replace(
+        "#endif /* KVMPORT_KVMPORT_EXT_H */",
+        "struct kvmp_big { char b[8192]; };\n"
+        "#define KVMP_BIG KVMP_IOW(KVMPIO_EXT, 0x7f, struct kvmp_big)\n"
+        "#endif /* KVMPORT_KVMPORT_EXT_H */"))
+    assert "KVMP_BIG" in commands(tmp_path / "include")
+    res = compile_c(kext_source(tmp_path / "include"), tmp_path, include=tmp_path / "include")
+    assert res.returncode != 0
+    assert "KVMP_BIG too large for BSD" in res.stderr
+
+
+@pytest.mark.parametrize("host", ["linux", "apple"])
+def test_kext_envelope_layout(tmp_path, host):
+    """Fixed offsets, no padding: the kext, lkm and any caller agree on them."""
+    layout = {"kvmp_kext_call": {"cmd": 0, "flags": 4, "arg": 8, "result": 16, "": 24},
+              "kvmp_kext_attach": {"kind": 0, "flags": 4, "id": 8, "": 16}}
+    code = '#include <stddef.h>\n#include "kvmport/kvmport_kext.h"\n'
+    for struct, members in layout.items():
+        for m, off in members.items():
+            expr = f"offsetof(struct {struct}, {m})" if m else f"sizeof(struct {struct})"
+            code += f'_Static_assert({expr} == {off}, "{struct} {m}");\n'
+    extra = ("-U__linux__", "-D__APPLE__") if host == "apple" else ()
+    res = compile_c(code, tmp_path, extra=extra)
+    assert res.returncode == 0, res.stderr
 
 
 def test_extensions_cannot_collide_with_linux():

@@ -508,9 +508,12 @@ static void svm_inject(struct vmcb *vmcb, u32 event, u32 error)
 	vmcb->control.event_inj = (u64)error << 32 | event | EVENT_VALID;
 }
 
+/* real mode pushes no error code (as Linux: has_error_code only in protected mode) */
 static void svm_inject_exception(struct kvmp_vcpu *vcpu, u8 vector,
 				 bool has_error, u32 error)
 {
+	if (!(to_svm(vcpu)->vmcb->save.cr0 & KVMP_CR0_PE))
+		has_error = false;
 	svm_inject(to_svm(vcpu)->vmcb, EVENT_TYPE_EXCEPTION | vector |
 		   (has_error ? EVENT_ERROR_VALID : 0), error);
 }

@@ -99,6 +99,7 @@ struct vmx_guest {
 	u64 tsc_offset;
 	u64 msr[SW_NR];
 	u64 dr[4], dr6, dr7;		/* the guest's: never loaded (MOV DR exits) */
+	u64 feature_control;
 	u8 cr8;
 };
 
@@ -750,6 +751,9 @@ static int vmx_get_msr(struct kvmp_vcpu *vcpu, u32 index, u64 *data)
 	case MSR_PAT:
 		*data = vmx->guest.pat;
 		return 0;
+	case MSR_FEATURE_CONTROL:	/* Intel's, as kvm_intel keeps it */
+		*data = vmx->guest.feature_control;
+		return 0;
 	}
 	field = vmx_msr_field(vmx, index, &address);
 	if (!field)
@@ -779,6 +783,13 @@ static int vmx_set_msr(struct kvmp_vcpu *vcpu, u32 index, u64 data)
 		if (!pat_valid(data))
 			return -KVMP_EINVAL;
 		vmx->guest.pat = data;
+		return 0;
+	case MSR_FEATURE_CONTROL:
+		/* only the lock: no VMX, SGX or LMCE is offered to guests */
+		if ((data & ~FEATURE_CONTROL_LOCKED) ||
+		    (vmx->guest.feature_control & FEATURE_CONTROL_LOCKED))
+			return -KVMP_EINVAL;
+		vmx->guest.feature_control = data;
 		return 0;
 	}
 	field = vmx_msr_field(vmx, index, &address);
@@ -823,9 +834,15 @@ static void vmx_inject(struct vmx_vcpu *vmx, u32 info, u32 error, u32 len)
 	vmx->entry_len = len;
 }
 
+/*
+ * Real mode pushes no error code (as Linux: has_error_code only in protected
+ * mode), and VM entry refuses one there with unrestricted guest.
+ */
 static void vmx_inject_exception(struct kvmp_vcpu *vcpu, u8 vector,
 				 bool has_error, u32 error)
 {
+	if (!(to_vmx(vcpu)->guest.cr0 & KVMP_CR0_PE))
+		has_error = false;
 	vmx_inject(to_vmx(vcpu), INTR_TYPE_HW_EXCEPTION | vector |
 		   (has_error ? INTR_INFO_ERROR_VALID : 0), error, 0);
 }

@@ -13,12 +13,17 @@ struct prefixes {
 	u8 rex;		/* 0 when there is none */
 };
 
-/* the legacy and REX prefixes: the opcode's index, or -KVMP_EAGAIN */
-static int read_prefixes(const u8 *code, unsigned int avail, int cpu_mode,
+/*
+ * The legacy and REX prefixes: the opcode's index, or -KVMP_EAGAIN; *avail is
+ * cut to the longest instruction there is.
+ */
+static int read_prefixes(const u8 *code, unsigned int *availp, int cpu_mode,
 			 struct prefixes *pfx)
 {
-	unsigned int i;
+	unsigned int i, avail = *availp;
 
+	if (avail > KVMP_INSN_MAX_LEN)
+		*availp = avail = KVMP_INSN_MAX_LEN;
 	for (i = 0;; i++) {
 		if (i >= avail)
 			return -KVMP_EAGAIN;
@@ -117,11 +122,8 @@ int kvmp_decode_mov(const u8 *code, unsigned int avail, int cpu_mode,
 	u8 op, modrm = 0;
 	bool has_modrm = true, twobyte = false;
 
-	if (avail > KVMP_INSN_MAX_LEN)
-		avail = KVMP_INSN_MAX_LEN;
 	kvmp_os_memset(insn, 0, sizeof(*insn));
-
-	m = read_prefixes(code, avail, cpu_mode, &pfx);
+	m = read_prefixes(code, &avail, cpu_mode, &pfx);
 	if (m < 0)
 		return m;
 	i = m;
@@ -267,10 +269,8 @@ int kvmp_decode_cr_write(const u8 *code, unsigned int avail, int cpu_mode,
 	u8 modrm;
 	int m;
 
-	if (avail > KVMP_INSN_MAX_LEN)
-		avail = KVMP_INSN_MAX_LEN;
 	kvmp_os_memset(insn, 0, sizeof(*insn));
-	m = read_prefixes(code, avail, cpu_mode, &pfx);
+	m = read_prefixes(code, &avail, cpu_mode, &pfx);
 	if (m < 0)
 		return m;
 	i = m;

@@ -60,6 +60,10 @@ static u64 kvmp_cr4_reserved(struct kvmp_vcpu *vcpu)
 	u32 max, a, b, c, d;
 	unsigned int i;
 
+	/* OSXSAVE only where the host switches XSAVE state (its OS turned it on) */
+	if (!kvmp_xcr0_supported)
+		rsvd |= KVMP_CR4_OSXSAVE;
+
 	kvmp_cpuid(0, 0, &max, &b, &c, &d);
 	for (i = 0; i < ARRAY_SIZE(kvmp_cr4_features); i++) {
 		a = b = c = d = 0;

@@ -1178,21 +1178,35 @@ static void kvmp_complete_mmio(struct kvmp_vcpu *vcpu)
 /*
  * RDPMC, answered as Linux's KVM answers a guest whose counters it never
  * programmed (kvmport gives guests no PMU): #GP (-KVMP_EINVAL) from CPL > 0
- * in protected mode without CR4.PCE, or for a counter AMD's four (six with
- * PerfCtrCore in the VMM's CPUID) do not have; otherwise 0.  Never the
- * host's counters.
+ * in protected mode without CR4.PCE, or for a counter the guest does not
+ * have -- AMD's four (six with PerfCtrCore in the VMM's CPUID), or on Intel
+ * those the VMM's CPUID leaf 0xa gives (none without it); otherwise 0.
+ * Never the host's counters.
  */
 #define KVMP_CR4_PCE	(1ULL << 8)
 
 int kvmp_emulate_rdpmc(struct kvmp_vcpu *vcpu, u32 ecx, unsigned int cpl,
 		       u64 cr0, u64 cr4, u64 *value)
 {
-	const struct kvmp_cpuid_entry2 *e = kvmp_find_cpuid(vcpu, 0x80000001, 0);
-	u32 counters = e && (e->ecx & (1U << 23)) ? 6 : 4;
+	const struct kvmp_cpuid_entry2 *e;
+	u32 a, vendor, c, d, idx = ecx & ~(3U << 30), counters;
 
 	if (cpl && (cr0 & KVMP_CR0_PE) && !(cr4 & KVMP_CR4_PCE))
 		return -KVMP_EINVAL;
-	if ((ecx & ~(3U << 30)) >= counters)
+	kvmp_cpuid(0, 0, &a, &vendor, &c, &d);
+	if (vendor == 0x756e6547) {	/* "Genu"ineIntel: CPUID 0xa's counters */
+		e = kvmp_find_cpuid(vcpu, 0xa, 0);
+		if (!e || !(e->eax & 0xff))
+			counters = 0;
+		else if (ecx & (1U << 30))	/* a fixed counter */
+			counters = (e->eax & 0xff) > 1 ? e->edx & 0x1f : 0;
+		else
+			counters = (e->eax >> 8) & 0xff;
+	} else {
+		e = kvmp_find_cpuid(vcpu, 0x80000001, 0);
+		counters = e && (e->ecx & (1U << 23)) ? 6 : 4;
+	}
+	if (idx >= counters)
 		return -KVMP_EINVAL;
 	*value = 0;
 	return 0;

@@ -691,8 +691,9 @@ static int vmx_set_sregs(struct kvmp_vcpu *vcpu, const struct kvmp_sregs *s)
 	if (s->cr8 <= 15)	/* Linux ignores a bad one */
 		g->cr8 = s->cr8;
 	g->efer = s->efer;
+	/* as Linux: PDPTEs that cannot be loaded leave the ioctl a success */
 	if (vmx_load_pdptes(vcpu))
-		return -KVMP_EINVAL;
+		kvmp_os_memset(g->pdpte, 0, sizeof(g->pdpte));
 	return 0;
 }
 

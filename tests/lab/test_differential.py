@@ -25,6 +25,21 @@ from pyhost.x86.modes import LOAD_ADDRESS, trapped_exception
 
 from ..guests.msr_sweep import HOST_VALUES, PASSED_THROUGH, sweep
 from ..guests.test_msr import QEMU_BANKS, QEMU_RESET_MSRS
+from ..quirks import LAB
+
+# Where kvmport's VMX backend answers otherwise than kvm_intel, each on purpose or for want
+# of a feature (docs/driver.md, "The Intel VMX backend"): step name -> why.  Checked in the
+# VMX lab only, and strictly: a listed step that no longer differs fails the test.
+VMX_DIFFERENCES = {
+    "no cpuid: CR4 bit 11": "UMIP: kvm_intel emulates it; kvmport offers no UMIP",
+    "no cpuid: CR4 bit 13": "VMXE: kvm_intel has nested VMX; kvmport has none",
+    "MCE cap supported": "CMCI and LMCE: kvm_intel offers them; kvmport does not yet",
+    "setup mce 0x40a": "CMCI (MCG_CAP bit 10): kvmport does not offer it yet",
+}
+GUEST_VMX_DIFFERENCES = {
+    "rdtscp": "kvm_intel runs RDTSCP for a guest whose CPUID has it (its own supported "
+              "CPUID does); kvmport's offers no RDTSCP and leaves it disabled: #UD",
+}
 
 pytestmark = pytest.mark.lab
 
@@ -292,7 +307,9 @@ def guest_outcome(device: str, entry: str) -> tuple[Any, ...]:
         return type(ex).__name__, where, values
 
 
-@pytest.mark.parametrize("entry", GUEST_ENTRIES)
+@pytest.mark.parametrize("entry", [
+    pytest.param(e, marks=pytest.mark.xfail(strict=True, reason=GUEST_VMX_DIFFERENCES[e]))
+    if LAB == "vmx" and e in GUEST_VMX_DIFFERENCES else e for e in GUEST_ENTRIES])
 def test_guest_sees_what_it_sees_on_linux_kvm(devices, entry):
     """Exceptions and instructions kvm_amd intercepts (#DB, #AC, RDPMC, INVLPGA, RDPRU,
     WBINVD, RDTSCP): the guest-visible outcome must be Linux KVM's."""
@@ -341,6 +358,11 @@ def test_same_results_and_errnos_as_linux_kvm(devices, scenario):
     linux, ours = (run(d, scenario) for d in devices)
     assert [n for n, _ in ours] == [n for n, _ in linux]
     different = [(n, a, b) for (n, a), (_, b) in zip(linux, ours, strict=True) if a != b]
+    if LAB == "vmx":
+        known = {n for n, _, _ in different if n in VMX_DIFFERENCES}
+        listed = {n for n, _ in linux if n in VMX_DIFFERENCES}
+        assert known == listed, f"listed as different but now the same: {listed - known}"
+        different = [d for d in different if d[0] not in known]
     assert not different, "kvmport differs from Linux KVM:\n" + "\n".join(
         f"  {n}: Linux {a!r}, kvmport {b!r}" for n, a, b in different
     )

@@ -9,6 +9,7 @@
 #define KVMPORT_CORE_KVMP_CORE_H
 
 #include "kvmp_decode.h"
+#include "kvmp_msr.h"
 #include "kvmp_os.h"
 #include "kvmp_port.h"
 

@@ -423,20 +423,20 @@ static u64 *svm_msr_field(struct svm_vcpu *svm, u32 index, bool *address)
 
 	*address = true;
 	switch (index) {
-	case 0x175: return &save->sysenter_esp;
-	case 0x176: return &save->sysenter_eip;
-	case 0xc0000082: return &save->lstar;
-	case 0xc0000083: return &save->cstar;
-	case 0xc0000100: return &save->fs.base;
-	case 0xc0000101: return &save->gs.base;
-	case 0xc0000102: return &save->kernel_gs_base;
+	case MSR_SYSENTER_ESP: return &save->sysenter_esp;
+	case MSR_SYSENTER_EIP: return &save->sysenter_eip;
+	case MSR_LSTAR: return &save->lstar;
+	case MSR_CSTAR: return &save->cstar;
+	case MSR_FS_BASE: return &save->fs.base;
+	case MSR_GS_BASE: return &save->gs.base;
+	case MSR_KERNEL_GS_BASE: return &save->kernel_gs_base;
 	}
 	*address = false;
 	switch (index) {
-	case 0x174: return &save->sysenter_cs;
-	case 0x277: return &save->g_pat;
-	case 0xc0000081: return &save->star;
-	case 0xc0000084: return &save->sfmask;
+	case MSR_SYSENTER_CS: return &save->sysenter_cs;
+	case MSR_PAT: return &save->g_pat;
+	case MSR_STAR: return &save->star;
+	case MSR_SFMASK: return &save->sfmask;
 	}
 	return NULL;
 }
@@ -448,7 +448,7 @@ static int svm_get_msr(struct kvmp_vcpu *vcpu, u32 index, u64 *data)
 	u64 *field;
 
 	switch (index) {
-	case 0x10:
+	case MSR_IA32_TSC:
 		*data = kvmp_rdtsc() + svm->vmcb->control.tsc_offset;
 		return 0;
 	case MSR_EFER:
@@ -469,7 +469,7 @@ static int svm_set_msr(struct kvmp_vcpu *vcpu, u32 index, u64 data)
 	u64 *field;
 
 	switch (index) {
-	case 0x10:
+	case MSR_IA32_TSC:
 		svm->vmcb->control.tsc_offset = data - kvmp_rdtsc();
 		return 0;
 	case MSR_EFER:

@@ -181,9 +181,6 @@ _Static_assert(__builtin_offsetof(struct vmcb, save.g_pat) == 0x668, "vmcb");
 #define SVM_EXIT_NPF		0x400
 #define SVM_EXIT_INVALID	(~0ULL)
 
-#define MSR_EFER		0xc0000080
-#define MSR_VM_CR		0xc0010114
-#define MSR_VM_HSAVE_PA		0xc0010117
 #define EFER_SVME		(1ULL << 12)
 #define VM_CR_SVMDIS		(1ULL << 4)
 

@@ -13,20 +13,6 @@
 #include "kvmp_backend.h"
 #include "vmx.h"
 
-#define MSR_EFER		0xc0000080
-#define MSR_STAR		0xc0000081
-#define MSR_LSTAR		0xc0000082
-#define MSR_CSTAR		0xc0000083
-#define MSR_SFMASK		0xc0000084
-#define MSR_FS_BASE		0xc0000100
-#define MSR_GS_BASE		0xc0000101
-#define MSR_KERNEL_GS_BASE	0xc0000102
-#define MSR_SYSENTER_CS		0x174
-#define MSR_SYSENTER_ESP	0x175
-#define MSR_SYSENTER_EIP	0x176
-#define MSR_DEBUGCTL		0x1d9
-#define MSR_PAT			0x277
-#define MSR_TSC			0x10
 
 #define PAT_DEFAULT		0x0007040600070406ULL
 
@@ -743,7 +729,7 @@ static int vmx_get_msr(struct kvmp_vcpu *vcpu, u32 index, u64 *data)
 	u64 *field;
 
 	switch (index) {
-	case MSR_TSC:
+	case MSR_IA32_TSC:
 		*data = kvmp_rdtsc() + vmx->guest.tsc_offset;
 		return 0;
 	case MSR_EFER:
@@ -770,7 +756,7 @@ static int vmx_set_msr(struct kvmp_vcpu *vcpu, u32 index, u64 data)
 	u64 *field;
 
 	switch (index) {
-	case MSR_TSC:
+	case MSR_IA32_TSC:
 		vmx->guest.tsc_offset = data - kvmp_rdtsc();
 		return 0;
 	case MSR_EFER:

@@ -216,7 +216,6 @@
 #define EPTP_WB_4LEVEL			(6ULL | (3ULL << 3))
 
 /* --- MSRs ---------------------------------------------------------------------- */
-#define MSR_FEATURE_CONTROL		0x3a
 #define FEATURE_CONTROL_LOCKED		(1ULL << 0)
 #define FEATURE_CONTROL_VMXON		(1ULL << 2)
 #define MSR_VMX_BASIC			0x480

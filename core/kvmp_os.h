@@ -102,10 +102,6 @@ void kvmp_os_mutex_unlock(struct kvmp_os_mutex *m);
 /* --- CPUs, preemption, interrupts ------------------------------------------- */
 int kvmp_os_cpu(void);			/* the current CPU; call with preemption off */
 int kvmp_os_cpu_count(void);		/* highest possible CPU number + 1 */
-void kvmp_os_preempt_disable(void);
-void kvmp_os_preempt_enable(void);
-unsigned long kvmp_os_irq_save(void);
-void kvmp_os_irq_restore(unsigned long flags);
 void kvmp_os_irq_enable(void);	/* for the guest-entry window only */
 void kvmp_os_irq_disable(void);
 

@@ -366,7 +366,7 @@ static struct cdevsw kvmport_cdevsw = {
 	.d_type = 0,
 };
 
-/* VMX only: why SVM cannot run under this port is in kvmp_os.c */
+/* VMX only: why SVM cannot run under this port is in kvmp_os_darwin.c */
 const struct kvmp_backend *const kvmp_backends[] = {
 	&kvmp_vmx_backend,
 };

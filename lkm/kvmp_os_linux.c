@@ -158,29 +158,6 @@ int kvmp_os_cpu_count(void)
 	return nr_cpu_ids;
 }
 
-void kvmp_os_preempt_disable(void)
-{
-	preempt_disable();
-}
-
-void kvmp_os_preempt_enable(void)
-{
-	preempt_enable();
-}
-
-unsigned long kvmp_os_irq_save(void)
-{
-	unsigned long flags;
-
-	local_irq_save(flags);
-	return flags;
-}
-
-void kvmp_os_irq_restore(unsigned long flags)
-{
-	local_irq_restore(flags);
-}
-
 void kvmp_os_irq_enable(void)
 {
 	local_irq_enable();

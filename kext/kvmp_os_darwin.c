@@ -229,7 +229,8 @@ int kvmp_os_cpu_count(void)
 	return (int)real_ncpus;
 }
 
-void kvmp_os_preempt_disable(void)
+/* XNU exports no preemption control to kexts: interrupts off stand in for it */
+static void kvmp_darwin_preempt_disable(void)
 {
 	boolean_t was = ml_set_interrupts_enabled(FALSE);
 	struct kvmp_darwin_cpu *c = kvmp_this_cpu();
@@ -238,22 +239,12 @@ void kvmp_os_preempt_disable(void)
 		c->preempt_if = was;
 }
 
-void kvmp_os_preempt_enable(void)
+static void kvmp_darwin_preempt_enable(void)
 {
 	struct kvmp_darwin_cpu *c = kvmp_this_cpu();
 
 	if (--c->preempt_depth == 0)
 		ml_set_interrupts_enabled(c->preempt_if);
-}
-
-unsigned long kvmp_os_irq_save(void)
-{
-	return ml_set_interrupts_enabled(FALSE);
-}
-
-void kvmp_os_irq_restore(unsigned long flags)
-{
-	ml_set_interrupts_enabled((boolean_t)flags);
 }
 
 void kvmp_os_irq_enable(void)
@@ -345,7 +336,7 @@ void kvmp_os_fpu_begin(void)
 	struct kvmp_darwin_cpu *c;
 	u64 rfbm = kvmp_host_rfbm;
 
-	kvmp_os_preempt_disable();
+	kvmp_darwin_preempt_disable();
 	c = kvmp_this_cpu();
 	c->in_fpu = true;
 	if (!rfbm)
@@ -366,7 +357,7 @@ void kvmp_os_fpu_end(void)
 		asm volatile("xrstor64 %0" : : "m"(*(u8 (*)[4096])c->xsave),
 			     "a"((u32)rfbm), "d"((u32)(rfbm >> 32)));
 	c->in_fpu = false;
-	kvmp_os_preempt_enable();
+	kvmp_darwin_preempt_enable();
 }
 
 /* --- scheduling -------------------------------------------------------------- */

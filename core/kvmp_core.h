@@ -61,6 +61,7 @@ struct kvmp_vm {
 	struct kvmp_slot *slots[KVMP_MAX_SLOTS];
 	struct kvmp_vcpu *vcpus[KVMP_MAX_VCPUS];
 	int nr_vcpus;
+	bool vcpu_created;		/* Linux's created_vcpus != 0: set for good */
 	/* bumped when mappings go away: VCPUs flush their TLB before re-entry */
 	u32 tlb_generation;
 	u64 kvm_wall_clock;		/* the old KVM wall-clock MSR, per VM */

@@ -216,6 +216,7 @@ void kvmp_vm_put(struct kvmp_vm *vm)
 long kvmp_vm_ioctl(struct kvmp_vm *vm, unsigned int ioctl, unsigned long arg)
 {
 	struct kvmp_userspace_memory_region region;
+	bool created;
 	u64 addr;
 
 	switch (ioctl) {
@@ -224,8 +225,17 @@ long kvmp_vm_ioctl(struct kvmp_vm *vm, unsigned int ioctl, unsigned long arg)
 			return -KVMP_EFAULT;
 		return kvmp_set_user_memory_region(vm, &region);
 	case KVMP_SET_TSS_ADDR:
+		/* Linux's bound: the TSS's 3 pages end below 4 GiB */
+		if (arg > (unsigned int)(-3 * KVMP_PAGE_SIZE))
+			return -KVMP_EINVAL;
 		return 0;	/* only VMX real mode needs the TSS; SVM does not */
 	case KVMP_SET_IDENTITY_MAP_ADDR:
+		/* as Linux: only before the first VCPU, checked before the copy */
+		kvmp_os_mutex_lock(vm->lock);
+		created = vm->vcpu_created;
+		kvmp_os_mutex_unlock(vm->lock);
+		if (created)
+			return -KVMP_EINVAL;
 		if (kvmp_os_copy_from_user(&addr, arg, sizeof(addr)))
 			return -KVMP_EFAULT;
 		return 0;	/* likewise */
@@ -281,6 +291,7 @@ int kvmp_vcpu_create(struct kvmp_vm *vm, unsigned long id,
 	if (vm->nr_vcpus == KVMP_MAX_VCPUS)
 		goto unlock;
 	vm->vcpus[vm->nr_vcpus++] = vcpu;
+	vm->vcpu_created = true;
 	kvmp_os_mutex_unlock(vm->lock);
 	kvmp_vm_get(vm);
 	*vcpup = vcpu;

@@ -177,6 +177,29 @@ def test_argument_checks():
     assert lib.kvmp_vm_create(1, out) == -errno.EINVAL
 
 
+def test_tss_and_identity_map_addresses_as_linux():
+    """Found by lab/fuzz.py: Linux refuses a TSS whose 3 pages would pass 4 GiB, and an
+    identity map address once a VCPU was created (even if it is gone again)."""
+    out = ffi.new("struct kvmp_vm **")
+    assert lib.kvmp_vm_create(0, out) == 0
+    vm = out[0]
+    try:
+        assert lib.kvmp_vm_ioctl(vm, abi.KVMP_SET_TSS_ADDR, 0xFFFFD000) == 0
+        for addr in (0xFFFFD001, 0xFFFFFFFF, 1 << 32, (1 << 64) - 1):
+            assert lib.kvmp_vm_ioctl(vm, abi.KVMP_SET_TSS_ADDR, addr) == -errno.EINVAL
+        ident = abi_ffi.new("kvmp_u64 *", 0xFEFFC000)
+        assert lib.kvmp_vm_ioctl(vm, abi.KVMP_SET_IDENTITY_MAP_ADDR, ptr(ident)) == 0
+        assert lib.kvmp_vm_ioctl(vm, abi.KVMP_SET_IDENTITY_MAP_ADDR, 8) == -errno.EFAULT
+        vcpu = ffi.new("struct kvmp_vcpu **")
+        assert lib.kvmp_vcpu_create(vm, 0, vcpu) == 0
+        for arg in (ptr(ident), 8):  # EINVAL before the copy, as Linux
+            assert lib.kvmp_vm_ioctl(vm, abi.KVMP_SET_IDENTITY_MAP_ADDR, arg) == -errno.EINVAL
+        lib.kvmp_vcpu_destroy(vcpu[0])
+        assert lib.kvmp_vm_ioctl(vm, abi.KVMP_SET_IDENTITY_MAP_ADDR, ptr(ident)) == -errno.EINVAL
+    finally:
+        lib.kvmp_vm_put(vm)
+
+
 def test_vcpu_msrs_cpuid_and_interrupt_checks(vm, vcpu):
     assert lib.kvmp_vm_ioctl(vm, 0xAEEE, 0) == -errno.ENOTTY
     assert lib.kvmp_vcpu_ioctl(vcpu, 0xAEEE, 0) == -errno.EINVAL

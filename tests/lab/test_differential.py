@@ -213,6 +213,25 @@ def scenario_slot_limits(kvm: Kvm, p: Probe) -> None:
     mem.close()
 
 
+def scenario_vm_addresses(kvm: Kvm, p: Probe) -> None:
+    """Found by lab/fuzz.py: the TSS's bound, and the identity map only before a VCPU."""
+    ident = ffi.new("kvmp_u64 *", 0xFEFFC000)
+    with kvm.create_vm() as vm:
+        fd = vm.fd
+        for addr in (0, 0xFFFBD000, 0xFFFFD000, 0xFFFFD001, 0xFFFFFFFF, 1 << 32, (1 << 64) - 1):
+            p(f"tss at {addr:#x}", lambda a=addr: raw(fd, "SET_TSS_ADDR", a))
+        p("identity map, no vcpu", lambda: raw(fd, "SET_IDENTITY_MAP_ADDR", ident))
+        p("identity map, bad pointer", lambda: raw(fd, "SET_IDENTITY_MAP_ADDR",
+                                                   ffi.cast("void *", 8)))
+        vcpu = vm.create_vcpu()
+        p("identity map after a vcpu", lambda: raw(fd, "SET_IDENTITY_MAP_ADDR", ident))
+        p("identity map after a vcpu, bad pointer",
+          lambda: raw(fd, "SET_IDENTITY_MAP_ADDR", ffi.cast("void *", 8)))
+        vcpu.close()
+        p("identity map after the vcpu closed",
+          lambda: raw(fd, "SET_IDENTITY_MAP_ADDR", ident))
+
+
 def scenario_sregs_checks(kvm: Kvm, p: Probe) -> None:
     """KVM_SET_SREGS values Linux refuses with EINVAL, each tried from a valid state, without
     and with a CPUID (MAXPHYADDR 40, x2APIC) the VMM set; the same CPUID on both devices."""
@@ -301,7 +320,7 @@ def test_guest_sees_what_it_sees_on_linux_kvm(devices, entry):
 
 
 SCENARIOS = [scenario_system, scenario_memory, scenario_vcpu, scenario_slot_limits,
-             scenario_sregs_checks]
+             scenario_sregs_checks, scenario_vm_addresses]
 QEMU_MCG_CAP = (1 << 8) | (1 << 24) | QEMU_BANKS  # MCG_CTL_P | MCG_SER_P | banks
 
 

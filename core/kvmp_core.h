@@ -217,6 +217,7 @@ void kvmp_emulate_cpuid(struct kvmp_vcpu *vcpu, u64 guest_cr4, u32 *eax,
 #define KVMP_XFEATURE_FP	1ULL
 #define KVMP_XFEATURE_SSE	2ULL
 #define KVMP_XFEATURE_YMM	4ULL
+#define KVMP_XFEATURE_XTILE_DATA	(1ULL << 18)	/* AMX: Linux's dynamic feature */
 /* XSAVE state components guests may use (x87, SSE, AVX), 0 without XSAVE */
 extern u64 kvmp_xcr0_supported;
 extern u64 kvmp_host_xcr0;

@@ -200,6 +200,43 @@ def test_tss_and_identity_map_addresses_as_linux():
         lib.kvmp_vm_put(vm)
 
 
+def test_set_cpuid2_checks_the_virtual_address_width_as_linux(vcpu):
+    """Found by lab/fuzz.py: Linux's kvm_check_cpuid takes 0x80000008 only with a virtual
+    address width (EAX[15:8]) of 48, 57 or 0; the first such entry counts."""
+    def set_cpuid(*eaxes: int) -> int:
+        table = abi_ffi.new("struct kvmp_cpuid2 *", {"nent": len(eaxes), "entries": len(eaxes)})
+        for i, eax in enumerate(eaxes):
+            table.entries[i] = {"function": 0x80000008, "index": i, "eax": eax}
+        return lib.kvmp_vcpu_ioctl(vcpu, abi.KVMP_SET_CPUID2, ptr(table))
+
+    for bits in (0, 48, 57):
+        assert set_cpuid(0x3000 | bits << 8) == 0
+    for bits in (16, 39, 47, 64, 0xFF):
+        assert set_cpuid(0x30 | bits << 8) == -errno.EINVAL
+    assert set_cpuid(0x3030, 0x1000) == 0 and set_cpuid(0x1000, 0x3030) == -errno.EINVAL
+
+
+def test_set_cpuid2_refuses_amx_tile_data_as_linux_without_permission(vcpu):
+    """Found by lab/fuzz.py: 0xd.0 offering AMX tile data (XCR0 bit 18, a dynamic feature)
+    is EPERM on Linux without the process's guest permission; kvmport has no AMX."""
+    def set_leaf_d(*entries: dict) -> int:
+        table = abi_ffi.new("struct kvmp_cpuid2 *", {"nent": len(entries),
+                                                     "entries": len(entries)})
+        for i, e in enumerate(entries):
+            table.entries[i] = {"function": 0xD, **e}
+        return lib.kvmp_vcpu_ioctl(vcpu, abi.KVMP_SET_CPUID2, ptr(table))
+
+    sig = abi.KVMP_CPUID_FLAG_SIGNIFCANT_INDEX
+    assert set_leaf_d({"eax": 0b111}) == 0
+    assert set_leaf_d({"eax": 0b111 | 1 << 18}) == -errno.EPERM
+    assert set_leaf_d({"eax": 0b111 | 1 << 17}) == 0  # tile config: not dynamic
+    assert set_leaf_d({"index": 0, "flags": sig, "eax": 1 << 18}) == -errno.EPERM
+    assert set_leaf_d({"index": 1, "flags": sig, "eax": 1 << 18}) == 0  # 0xd.1: not 0xd.0
+    assert set_leaf_d({"index": 1, "eax": 1 << 18}) == -errno.EPERM  # index not significant
+    assert set_leaf_d({"index": 0, "flags": sig, "eax": 3},
+                      {"index": 0, "flags": sig, "eax": 1 << 18}) == 0  # the first counts
+
+
 def test_vcpu_msrs_cpuid_and_interrupt_checks(vm, vcpu):
     assert lib.kvmp_vm_ioctl(vm, 0xAEEE, 0) == -errno.ENOTTY
     assert lib.kvmp_vcpu_ioctl(vcpu, 0xAEEE, 0) == -errno.EINVAL

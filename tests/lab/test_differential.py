@@ -214,7 +214,8 @@ def scenario_slot_limits(kvm: Kvm, p: Probe) -> None:
 
 
 def scenario_vm_addresses(kvm: Kvm, p: Probe) -> None:
-    """Found by lab/fuzz.py: the TSS's bound, and the identity map only before a VCPU."""
+    """Found by lab/fuzz.py: the TSS's bound, VCPU ids as u32, the identity map only before
+    a VCPU, CPUID's virtual address width."""
     ident = ffi.new("kvmp_u64 *", 0xFEFFC000)
     with kvm.create_vm() as vm:
         fd = vm.fd
@@ -224,9 +225,21 @@ def scenario_vm_addresses(kvm: Kvm, p: Probe) -> None:
         p("identity map, bad pointer", lambda: raw(fd, "SET_IDENTITY_MAP_ADDR",
                                                    ffi.cast("void *", 8)))
         vcpu = vm.create_vcpu()
+        # the id is a u32: 2^32 is VCPU 0 again
+        p("vcpu 2^32", lambda: raw(fd, "CREATE_VCPU", 1 << 32))
+        p("vcpu 2^32 + 1023", lambda: os.close(raw(fd, "CREATE_VCPU", (1 << 32) + 1023)))
         p("identity map after a vcpu", lambda: raw(fd, "SET_IDENTITY_MAP_ADDR", ident))
         p("identity map after a vcpu, bad pointer",
           lambda: raw(fd, "SET_IDENTITY_MAP_ADDR", ffi.cast("void *", 8)))
+        for bits in (48, 57, 0, 39, 16):
+            table = ffi.new("struct kvmp_cpuid2 *", {"nent": 1, "entries": 1})
+            table.entries[0] = {"function": 0x80000008, "eax": 0x30 | bits << 8}
+            p(f"cpuid with {bits}-bit virtual addresses",
+              lambda t=table: raw(vcpu.fd, "SET_CPUID2", t))
+        for eax in (0b111, 0b111 | 1 << 18):  # AMX tile data: EPERM without permission
+            table = ffi.new("struct kvmp_cpuid2 *", {"nent": 1, "entries": 1})
+            table.entries[0] = {"function": 0xD, "eax": eax}
+            p(f"cpuid 0xd.0 eax {eax:#x}", lambda t=table: raw(vcpu.fd, "SET_CPUID2", t))
         vcpu.close()
         p("identity map after the vcpu closed",
           lambda: raw(fd, "SET_IDENTITY_MAP_ADDR", ident))

@@ -895,7 +895,7 @@ class Fuzzer:
             if diff and rng.random() < self.args.diff_share:
                 self.differential(rng.randrange(20, 80))
             else:
-                self.episode(rng.choice(devices), rng.randrange(50, 400))
+                self.episode(rng.choice(self.args.chaos_device), rng.randrange(50, 400))
             if self.findings and not self.args.keep_going:
                 return
 
@@ -936,7 +936,8 @@ def print_log(fz: Fuzzer) -> None:
 
 
 def reproduce_args(a: argparse.Namespace) -> str:
-    devs = " ".join(f"--device {d}" for d in a.device)
+    devs = " ".join([f"--device {d}" for d in a.device] +
+                    [f"--chaos-device {d}" for d in a.chaos_device])
     return f"--seed {a.seed} --calls {a.calls} {devs}" + (
         " --no-differential" if a.no_differential else "")
 
@@ -952,6 +953,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--calls", type=int, default=100_000, help="calls (ioctl, mmap, close, ...)")
     p.add_argument("--device", action="append", default=None,
                    help="device to fuzz, repeatable (default: /dev/kvm and /dev/kvmport)")
+    p.add_argument("--chaos-device", action="append", default=None,
+                   help="device(s) of the chaos episodes (default: /dev/kvmport if given, "
+                   "else the devices): kvm_amd froze a lab CPU once (docs/lab.md)")
     p.add_argument("--no-differential", action="store_true")
     p.add_argument("--diff-share", type=float, default=0.3,
                    help="share of rounds that are differential batches")
@@ -964,6 +968,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     a.device = a.device or [d for d in (LINUX, KVMPORT) if os.path.exists(d)]
     if not a.device:
         p.error("no device: load kvm_amd or kvmport")
+    a.chaos_device = a.chaos_device or ([KVMPORT] if KVMPORT in a.device else a.device)
     return a
 
 
@@ -973,7 +978,8 @@ def main(argv: list[str] | None = None) -> int:
     fz = Fuzzer(args)
     threading.Thread(target=watchdog, args=(fz, args.stall), daemon=True).start()
     threading.Thread(target=fz.kicker, daemon=True).start()
-    print(f"fuzz: seed {args.seed}, {args.calls} calls on {', '.join(args.device)}", flush=True)
+    print(f"fuzz: seed {args.seed}, {args.calls} calls on {', '.join(args.device)} "
+          f"(chaos on {', '.join(args.chaos_device)})", flush=True)
     t0 = time.monotonic()
     error = ""
     try:

@@ -272,6 +272,7 @@ class Arena:
         if addr < 0:
             raise OSError(-addr, "mmap of the fuzz arena")
         self.base = addr
+        self.zeros = bytes(self.PAGES * PAGE)
         self.guard = self.base + self.PAGES * PAGE
         self.ro = self.guard + PAGE
         ffi.memmove(ffi.cast("char *", self.ro), b"\xff" * PAGE, PAGE)
@@ -304,8 +305,12 @@ class Arena:
         else:
             start = self.base + a.misalign
             data = data[: self.PAGES * PAGE - a.misalign]
-        if data and write:
-            ffi.memmove(ffi.cast("char *", start), bytes(data), len(data))
+        if write:
+            # no stale bytes past the buffer: a kernel reading more than it was given must
+            # see the same (zeros) on both devices of a differential batch
+            ffi.memmove(ffi.cast("char *", self.base), self.zeros, self.PAGES * PAGE)
+            if data:
+                ffi.memmove(ffi.cast("char *", start), bytes(data), len(data))
         return start
 
 

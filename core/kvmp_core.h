@@ -61,7 +61,12 @@ struct kvmp_vm {
 	struct kvmp_slot *slots[KVMP_MAX_SLOTS];
 	struct kvmp_vcpu *vcpus[KVMP_MAX_VCPUS];
 	int nr_vcpus;
-	bool vcpu_created;		/* Linux's created_vcpus != 0: set for good */
+	/*
+	 * As Linux's created_vcpus: a VCPU's id and its place count until the VM
+	 * goes, even after its fd is closed (Linux frees VCPUs only with the VM)
+	 */
+	int created_vcpus;
+	u64 vcpu_ids[(KVMP_MAX_VCPU_ID + 64) / 64];
 	/* bumped when mappings go away: VCPUs flush their TLB before re-entry */
 	u32 tlb_generation;
 	u64 kvm_wall_clock;		/* the old KVM wall-clock MSR, per VM */

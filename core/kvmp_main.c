@@ -232,7 +232,7 @@ long kvmp_vm_ioctl(struct kvmp_vm *vm, unsigned int ioctl, unsigned long arg)
 	case KVMP_SET_IDENTITY_MAP_ADDR:
 		/* as Linux: only before the first VCPU, checked before the copy */
 		kvmp_os_mutex_lock(vm->lock);
-		created = vm->vcpu_created;
+		created = vm->created_vcpus;
 		kvmp_os_mutex_unlock(vm->lock);
 		if (created)
 			return -KVMP_EINVAL;
@@ -284,15 +284,15 @@ int kvmp_vcpu_create(struct kvmp_vm *vm, u32 id,
 		goto free_fpu;
 
 	kvmp_os_mutex_lock(vm->lock);
-	r = -KVMP_EEXIST;
-	for (i = 0; i < vm->nr_vcpus; i++)
-		if (vm->vcpus[i]->id == id)
-			goto unlock;
 	r = -KVMP_EINVAL;
-	if (vm->nr_vcpus == KVMP_MAX_VCPUS)
+	if (vm->created_vcpus == KVMP_MAX_VCPUS)
 		goto unlock;
+	r = -KVMP_EEXIST;
+	if (vm->vcpu_ids[id / 64] & (1ULL << (id % 64)))
+		goto unlock;
+	vm->vcpu_ids[id / 64] |= 1ULL << (id % 64);
+	vm->created_vcpus++;
 	vm->vcpus[vm->nr_vcpus++] = vcpu;
-	vm->vcpu_created = true;
 	kvmp_os_mutex_unlock(vm->lock);
 	kvmp_vm_get(vm);
 	*vcpup = vcpu;

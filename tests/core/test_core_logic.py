@@ -200,6 +200,20 @@ def test_tss_and_identity_map_addresses_as_linux():
         lib.kvmp_vm_put(vm)
 
 
+def test_vcpu_ids_and_places_count_until_the_vm_goes(vm):
+    """Found by lab/fuzz.py: Linux frees VCPUs only with their VM, so an id stays taken
+    (EEXIST) and a place counts (EINVAL after the maximum) after the VCPU's fd is closed."""
+    out = ffi.new("struct kvmp_vcpu **")
+    assert lib.kvmp_vcpu_create(vm, 5, out) == 0
+    lib.kvmp_vcpu_destroy(out[0])
+    assert lib.kvmp_vcpu_create(vm, 5, out) == -errno.EEXIST
+    for i in range(64 - 1):  # KVMP_MAX_VCPUS (core/kvmp_core.h)
+        assert lib.kvmp_vcpu_create(vm, 100 + i, out) == 0, i
+        lib.kvmp_vcpu_destroy(out[0])
+    assert lib.kvmp_vcpu_create(vm, 1000, out) == -errno.EINVAL  # 64 were made
+    assert lib.kvmp_vcpu_create(vm, 5, out) == -errno.EINVAL  # Linux: the count first
+
+
 def test_set_cpuid2_checks_the_virtual_address_width_as_linux(vcpu):
     """Found by lab/fuzz.py: Linux's kvm_check_cpuid takes 0x80000008 only with a virtual
     address width (EAX[15:8]) of 48, 57 or 0; the first such entry counts."""

@@ -214,8 +214,8 @@ def scenario_slot_limits(kvm: Kvm, p: Probe) -> None:
 
 
 def scenario_vm_addresses(kvm: Kvm, p: Probe) -> None:
-    """Found by lab/fuzz.py: the TSS's bound, VCPU ids as u32, the identity map only before
-    a VCPU, CPUID's virtual address width."""
+    """Found by lab/fuzz.py: the TSS's bound, VCPU ids as u32 and taken for the VM's life,
+    the identity map only before a VCPU, CPUID's virtual address width and AMX."""
     ident = ffi.new("kvmp_u64 *", 0xFEFFC000)
     with kvm.create_vm() as vm:
         fd = vm.fd
@@ -243,6 +243,7 @@ def scenario_vm_addresses(kvm: Kvm, p: Probe) -> None:
         vcpu.close()
         p("identity map after the vcpu closed",
           lambda: raw(fd, "SET_IDENTITY_MAP_ADDR", ident))
+        p("vcpu 0 again after its fd closed", lambda: raw(fd, "CREATE_VCPU", 0))
 
 
 def scenario_sregs_checks(kvm: Kvm, p: Probe) -> None:

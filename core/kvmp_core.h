@@ -65,6 +65,12 @@ struct kvmp_vm {
 	struct kvmp_slot *slots[KVMP_MAX_SLOTS];
 	struct kvmp_vcpu *vcpus[KVMP_MAX_VCPUS];
 	int nr_vcpus;
+	/*
+	 * As Linux's created_vcpus: a VCPU's id and its place count until the VM
+	 * goes, even after its fd is closed (Linux frees VCPUs only with the VM)
+	 */
+	int created_vcpus;
+	u64 vcpu_ids[(KVMP_MAX_VCPU_ID + 64) / 64];
 	/* bumped when mappings go away: VCPUs flush their TLB before re-entry */
 	u32 tlb_generation;
 	u64 kvm_wall_clock;		/* the old KVM wall-clock MSR, per VM */
@@ -223,6 +229,7 @@ void kvmp_emulate_cpuid(struct kvmp_vcpu *vcpu, u64 guest_cr4, u32 *eax,
 #define KVMP_XFEATURE_FP	1ULL
 #define KVMP_XFEATURE_SSE	2ULL
 #define KVMP_XFEATURE_YMM	4ULL
+#define KVMP_XFEATURE_XTILE_DATA	(1ULL << 18)	/* AMX: Linux's dynamic feature */
 /* XSAVE state components guests may use (x87, SSE, AVX), 0 without XSAVE */
 extern u64 kvmp_xcr0_supported;
 extern u64 kvmp_host_xcr0;

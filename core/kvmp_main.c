@@ -216,6 +216,7 @@ void kvmp_vm_put(struct kvmp_vm *vm)
 long kvmp_vm_ioctl(struct kvmp_vm *vm, unsigned int ioctl, unsigned long arg)
 {
 	struct kvmp_userspace_memory_region region;
+	bool created;
 	u64 addr;
 
 	switch (ioctl) {
@@ -224,8 +225,17 @@ long kvmp_vm_ioctl(struct kvmp_vm *vm, unsigned int ioctl, unsigned long arg)
 			return -KVMP_EFAULT;
 		return kvmp_set_user_memory_region(vm, &region);
 	case KVMP_SET_TSS_ADDR:
+		/* Linux's bound: the TSS's 3 pages end below 4 GiB */
+		if (arg > (unsigned int)(-3 * KVMP_PAGE_SIZE))
+			return -KVMP_EINVAL;
 		return 0;	/* only VMX real mode needs the TSS; SVM does not */
 	case KVMP_SET_IDENTITY_MAP_ADDR:
+		/* as Linux: only before the first VCPU, checked before the copy */
+		kvmp_os_mutex_lock(vm->lock);
+		created = vm->created_vcpus;
+		kvmp_os_mutex_unlock(vm->lock);
+		if (created)
+			return -KVMP_EINVAL;
 		if (kvmp_os_copy_from_user(&addr, arg, sizeof(addr)))
 			return -KVMP_EFAULT;
 		return 0;	/* likewise */
@@ -237,7 +247,8 @@ long kvmp_vm_ioctl(struct kvmp_vm *vm, unsigned int ioctl, unsigned long arg)
 }
 
 /* --- VCPUs --------------------------------------------------------------------- */
-int kvmp_vcpu_create(struct kvmp_vm *vm, unsigned long id,
+/* id is a u32 as in Linux's kvm_vm_ioctl_create_vcpu: the ioctl's argument is cut to it */
+int kvmp_vcpu_create(struct kvmp_vm *vm, u32 id,
 		     struct kvmp_vcpu **vcpup)
 {
 	struct kvmp_vcpu *vcpu;
@@ -273,13 +284,14 @@ int kvmp_vcpu_create(struct kvmp_vm *vm, unsigned long id,
 		goto free_fpu;
 
 	kvmp_os_mutex_lock(vm->lock);
-	r = -KVMP_EEXIST;
-	for (i = 0; i < vm->nr_vcpus; i++)
-		if (vm->vcpus[i]->id == id)
-			goto unlock;
 	r = -KVMP_EINVAL;
-	if (vm->nr_vcpus == KVMP_MAX_VCPUS)
+	if (vm->created_vcpus == KVMP_MAX_VCPUS)
 		goto unlock;
+	r = -KVMP_EEXIST;
+	if (vm->vcpu_ids[id / 64] & (1ULL << (id % 64)))
+		goto unlock;
+	vm->vcpu_ids[id / 64] |= 1ULL << (id % 64);
+	vm->created_vcpus++;
 	vm->vcpus[vm->nr_vcpus++] = vcpu;
 	kvmp_os_mutex_unlock(vm->lock);
 	kvmp_vm_get(vm);
@@ -358,10 +370,39 @@ out:
 	return r;
 }
 
+/*
+ * Linux's kvm_check_cpuid: 0x80000008's virtual address width is 48, 57 or 0; and
+ * 0xd.0 may not offer AMX tile data, a dynamic feature (Linux: EPERM without the
+ * process's guest permission; kvmport has no AMX state at all).  The first entry of a
+ * leaf counts, as Linux's cpuid_entry2_find.
+ */
+static int kvmp_cpuid_check(const struct kvmp_cpuid_entry2 *e, u32 nent)
+{
+	const struct kvmp_cpuid_entry2 *addr = NULL, *xsave = NULL;
+	u32 i, vaddr_bits;
+
+	for (i = 0; i < nent; i++) {
+		if (!addr && e[i].function == 0x80000008)
+			addr = &e[i];
+		if (!xsave && e[i].function == 0xd &&
+		    (!(e[i].flags & KVMP_CPUID_FLAG_SIGNIFCANT_INDEX) || !e[i].index))
+			xsave = &e[i];
+	}
+	if (addr) {
+		vaddr_bits = (addr->eax >> 8) & 0xff;
+		if (vaddr_bits != 48 && vaddr_bits != 57 && vaddr_bits)
+			return -KVMP_EINVAL;
+	}
+	if (xsave && (xsave->eax & KVMP_XFEATURE_XTILE_DATA))
+		return -KVMP_EPERM;
+	return 0;
+}
+
 static long kvmp_vcpu_set_cpuid2(struct kvmp_vcpu *vcpu, u64 uarg)
 {
 	struct kvmp_cpuid2 hdr;
 	struct kvmp_cpuid_entry2 *e;
+	int r;
 
 	if (kvmp_os_copy_from_user(&hdr, uarg, sizeof(hdr)))
 		return -KVMP_EFAULT;
@@ -373,6 +414,11 @@ static long kvmp_vcpu_set_cpuid2(struct kvmp_vcpu *vcpu, u64 uarg)
 	if (kvmp_os_copy_from_user(e, uarg + sizeof(hdr), hdr.nent * sizeof(*e))) {
 		kvmp_os_free(e);
 		return -KVMP_EFAULT;
+	}
+	r = kvmp_cpuid_check(e, hdr.nent);
+	if (r) {
+		kvmp_os_free(e);
+		return r;
 	}
 	kvmp_os_free(vcpu->cpuid);
 	vcpu->cpuid = e;

@@ -33,7 +33,7 @@ long kvmp_system_ioctl(unsigned int ioctl, unsigned long arg);
 int kvmp_vm_create(unsigned long type, struct kvmp_vm **vmp);
 void kvmp_vm_put(struct kvmp_vm *vm);
 long kvmp_vm_ioctl(struct kvmp_vm *vm, unsigned int ioctl, unsigned long arg);
-int kvmp_vcpu_create(struct kvmp_vm *vm, unsigned long id,
+int kvmp_vcpu_create(struct kvmp_vm *vm, u32 id,
 		     struct kvmp_vcpu **vcpup);
 void kvmp_vcpu_destroy(struct kvmp_vcpu *vcpu);
 long kvmp_vcpu_ioctl(struct kvmp_vcpu *vcpu, unsigned int ioctl,

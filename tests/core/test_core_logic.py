@@ -177,6 +177,80 @@ def test_argument_checks():
     assert lib.kvmp_vm_create(1, out) == -errno.EINVAL
 
 
+def test_tss_and_identity_map_addresses_as_linux():
+    """Found by lab/fuzz.py: Linux refuses a TSS whose 3 pages would pass 4 GiB, and an
+    identity map address once a VCPU was created (even if it is gone again)."""
+    out = ffi.new("struct kvmp_vm **")
+    assert lib.kvmp_vm_create(0, out) == 0
+    vm = out[0]
+    try:
+        assert lib.kvmp_vm_ioctl(vm, abi.KVMP_SET_TSS_ADDR, 0xFFFFD000) == 0
+        for addr in (0xFFFFD001, 0xFFFFFFFF, 1 << 32, (1 << 64) - 1):
+            assert lib.kvmp_vm_ioctl(vm, abi.KVMP_SET_TSS_ADDR, addr) == -errno.EINVAL
+        ident = abi_ffi.new("kvmp_u64 *", 0xFEFFC000)
+        assert lib.kvmp_vm_ioctl(vm, abi.KVMP_SET_IDENTITY_MAP_ADDR, ptr(ident)) == 0
+        assert lib.kvmp_vm_ioctl(vm, abi.KVMP_SET_IDENTITY_MAP_ADDR, 8) == -errno.EFAULT
+        vcpu = ffi.new("struct kvmp_vcpu **")
+        assert lib.kvmp_vcpu_create(vm, 0, vcpu) == 0
+        for arg in (ptr(ident), 8):  # EINVAL before the copy, as Linux
+            assert lib.kvmp_vm_ioctl(vm, abi.KVMP_SET_IDENTITY_MAP_ADDR, arg) == -errno.EINVAL
+        lib.kvmp_vcpu_destroy(vcpu[0])
+        assert lib.kvmp_vm_ioctl(vm, abi.KVMP_SET_IDENTITY_MAP_ADDR, ptr(ident)) == -errno.EINVAL
+    finally:
+        lib.kvmp_vm_put(vm)
+
+
+def test_vcpu_ids_and_places_count_until_the_vm_goes(vm):
+    """Found by lab/fuzz.py: Linux frees VCPUs only with their VM, so an id stays taken
+    (EEXIST) and a place counts (EINVAL after the maximum) after the VCPU's fd is closed."""
+    out = ffi.new("struct kvmp_vcpu **")
+    assert lib.kvmp_vcpu_create(vm, 5, out) == 0
+    lib.kvmp_vcpu_destroy(out[0])
+    assert lib.kvmp_vcpu_create(vm, 5, out) == -errno.EEXIST
+    for i in range(64 - 1):  # KVMP_MAX_VCPUS (core/kvmp_core.h)
+        assert lib.kvmp_vcpu_create(vm, 100 + i, out) == 0, i
+        lib.kvmp_vcpu_destroy(out[0])
+    assert lib.kvmp_vcpu_create(vm, 1000, out) == -errno.EINVAL  # 64 were made
+    assert lib.kvmp_vcpu_create(vm, 5, out) == -errno.EINVAL  # Linux: the count first
+
+
+def test_set_cpuid2_checks_the_virtual_address_width_as_linux(vcpu):
+    """Found by lab/fuzz.py: Linux's kvm_check_cpuid takes 0x80000008 only with a virtual
+    address width (EAX[15:8]) of 48, 57 or 0; the first such entry counts."""
+    def set_cpuid(*eaxes: int) -> int:
+        table = abi_ffi.new("struct kvmp_cpuid2 *", {"nent": len(eaxes), "entries": len(eaxes)})
+        for i, eax in enumerate(eaxes):
+            table.entries[i] = {"function": 0x80000008, "index": i, "eax": eax}
+        return lib.kvmp_vcpu_ioctl(vcpu, abi.KVMP_SET_CPUID2, ptr(table))
+
+    for bits in (0, 48, 57):
+        assert set_cpuid(0x3000 | bits << 8) == 0
+    for bits in (16, 39, 47, 64, 0xFF):
+        assert set_cpuid(0x30 | bits << 8) == -errno.EINVAL
+    assert set_cpuid(0x3030, 0x1000) == 0 and set_cpuid(0x1000, 0x3030) == -errno.EINVAL
+
+
+def test_set_cpuid2_refuses_amx_tile_data_as_linux_without_permission(vcpu):
+    """Found by lab/fuzz.py: 0xd.0 offering AMX tile data (XCR0 bit 18, a dynamic feature)
+    is EPERM on Linux without the process's guest permission; kvmport has no AMX."""
+    def set_leaf_d(*entries: dict) -> int:
+        table = abi_ffi.new("struct kvmp_cpuid2 *", {"nent": len(entries),
+                                                     "entries": len(entries)})
+        for i, e in enumerate(entries):
+            table.entries[i] = {"function": 0xD, **e}
+        return lib.kvmp_vcpu_ioctl(vcpu, abi.KVMP_SET_CPUID2, ptr(table))
+
+    sig = abi.KVMP_CPUID_FLAG_SIGNIFCANT_INDEX
+    assert set_leaf_d({"eax": 0b111}) == 0
+    assert set_leaf_d({"eax": 0b111 | 1 << 18}) == -errno.EPERM
+    assert set_leaf_d({"eax": 0b111 | 1 << 17}) == 0  # tile config: not dynamic
+    assert set_leaf_d({"index": 0, "flags": sig, "eax": 1 << 18}) == -errno.EPERM
+    assert set_leaf_d({"index": 1, "flags": sig, "eax": 1 << 18}) == 0  # 0xd.1: not 0xd.0
+    assert set_leaf_d({"index": 1, "eax": 1 << 18}) == -errno.EPERM  # index not significant
+    assert set_leaf_d({"index": 0, "flags": sig, "eax": 3},
+                      {"index": 0, "flags": sig, "eax": 1 << 18}) == 0  # the first counts
+
+
 def test_vcpu_msrs_cpuid_and_interrupt_checks(vm, vcpu):
     assert lib.kvmp_vm_ioctl(vm, 0xAEEE, 0) == -errno.ENOTTY
     assert lib.kvmp_vcpu_ioctl(vcpu, 0xAEEE, 0) == -errno.EINVAL

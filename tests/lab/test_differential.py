@@ -228,6 +228,39 @@ def scenario_slot_limits(kvm: Kvm, p: Probe) -> None:
     mem.close()
 
 
+def scenario_vm_addresses(kvm: Kvm, p: Probe) -> None:
+    """Found by lab/fuzz.py: the TSS's bound, VCPU ids as u32 and taken for the VM's life,
+    the identity map only before a VCPU, CPUID's virtual address width and AMX."""
+    ident = ffi.new("kvmp_u64 *", 0xFEFFC000)
+    with kvm.create_vm() as vm:
+        fd = vm.fd
+        for addr in (0, 0xFFFBD000, 0xFFFFD000, 0xFFFFD001, 0xFFFFFFFF, 1 << 32, (1 << 64) - 1):
+            p(f"tss at {addr:#x}", lambda a=addr: raw(fd, "SET_TSS_ADDR", a))
+        p("identity map, no vcpu", lambda: raw(fd, "SET_IDENTITY_MAP_ADDR", ident))
+        p("identity map, bad pointer", lambda: raw(fd, "SET_IDENTITY_MAP_ADDR",
+                                                   ffi.cast("void *", 8)))
+        vcpu = vm.create_vcpu()
+        # the id is a u32: 2^32 is VCPU 0 again
+        p("vcpu 2^32", lambda: raw(fd, "CREATE_VCPU", 1 << 32))
+        p("vcpu 2^32 + 1023", lambda: os.close(raw(fd, "CREATE_VCPU", (1 << 32) + 1023)))
+        p("identity map after a vcpu", lambda: raw(fd, "SET_IDENTITY_MAP_ADDR", ident))
+        p("identity map after a vcpu, bad pointer",
+          lambda: raw(fd, "SET_IDENTITY_MAP_ADDR", ffi.cast("void *", 8)))
+        for bits in (48, 57, 0, 39, 16):
+            table = ffi.new("struct kvmp_cpuid2 *", {"nent": 1, "entries": 1})
+            table.entries[0] = {"function": 0x80000008, "eax": 0x30 | bits << 8}
+            p(f"cpuid with {bits}-bit virtual addresses",
+              lambda t=table: raw(vcpu.fd, "SET_CPUID2", t))
+        for eax in (0b111, 0b111 | 1 << 18):  # AMX tile data: EPERM without permission
+            table = ffi.new("struct kvmp_cpuid2 *", {"nent": 1, "entries": 1})
+            table.entries[0] = {"function": 0xD, "eax": eax}
+            p(f"cpuid 0xd.0 eax {eax:#x}", lambda t=table: raw(vcpu.fd, "SET_CPUID2", t))
+        vcpu.close()
+        p("identity map after the vcpu closed",
+          lambda: raw(fd, "SET_IDENTITY_MAP_ADDR", ident))
+        p("vcpu 0 again after its fd closed", lambda: raw(fd, "CREATE_VCPU", 0))
+
+
 def scenario_sregs_checks(kvm: Kvm, p: Probe) -> None:
     """KVM_SET_SREGS values Linux refuses with EINVAL, each tried from a valid state, without
     and with a CPUID (MAXPHYADDR 40, x2APIC) the VMM set; the same CPUID on both devices."""
@@ -318,7 +351,7 @@ def test_guest_sees_what_it_sees_on_linux_kvm(devices, entry):
 
 
 SCENARIOS = [scenario_system, scenario_memory, scenario_vcpu, scenario_slot_limits,
-             scenario_sregs_checks]
+             scenario_sregs_checks, scenario_vm_addresses]
 QEMU_MCG_CAP = (1 << 8) | (1 << 24) | QEMU_BANKS  # MCG_CTL_P | MCG_SER_P | banks
 
 

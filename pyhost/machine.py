@@ -225,7 +225,8 @@ class Machine:
     def _loop(self) -> Outcome:
         vcpu, bus, lock, counts = self.vcpu, self.bus, self.lock, self.stats.exits
         while True:
-            self._maybe_status()  # after the last exit's output, if any, went out
+            if self.quit_reason is None:  # a quit ends the run without a last status line
+                self._maybe_status()  # after the last exit's output, if any, went out
             with lock:
                 if self.quit_reason is not None:
                     return self.quit_reason

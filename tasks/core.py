@@ -67,17 +67,19 @@ SUITES = {"svm": "tests/lab/suite.sh", "vmx": "tests/lab/suite_vmx.sh"}
 def _labs_side_by_side(c: Context) -> None:
     """Both lab suites at once: each emulator runs guest code on one host core.
 
-    The module is built once first (two labs building lkm/ in place would race); the
-    VMX suite's output is kept in a file and printed when both are done.
+    The module and the labs' Python are made once first (two labs making them at once
+    would race); the VMX suite's output is kept in a file and printed when both are done.
     """
     import os
     import subprocess
 
     from lab.kernel import lab_kernel
     from lab.kext import build_kext
+    from lab.pyenv import lab_python
 
     _prepare_lab(c)
     ko = build_kext(lab_kernel(None).headers, quiet=True)
+    lab_python()  # the labs' shared venv, made once: two labs making it at once collide
     env = dict(os.environ, KVMPORT_KO=str(ko))
     log_path = Path("build/lab/vmx-suite.log")
     log_path.parent.mkdir(parents=True, exist_ok=True)

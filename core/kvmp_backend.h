@@ -55,6 +55,4 @@ struct kvmp_backend {
 /* the backend this CPU has, if any (kvmp_core_init picks it) */
 extern const struct kvmp_backend *kvmp_backend;
 
-extern const struct kvmp_backend *kvmp_backend;
-
 #endif /* KVMPORT_CORE_KVMP_BACKEND_H */

@@ -57,6 +57,8 @@ struct kvmp_slot {
 	/* pages pinned so far (lazily, on first guest touch), by page index */
 	struct kvmp_os_pin **pins;
 	u64 *pas;
+	/* KVMP_MEM_LOG_DIRTY_PAGES: a bit a page written since the last GET_DIRTY_LOG */
+	u64 *dirty;
 };
 
 struct kvmp_vm {
@@ -174,7 +176,9 @@ u64 kvmp_max_gfn(void);
 void kvmp_vcpu_guest_enter(struct kvmp_vcpu *vcpu, int cpu);
 void kvmp_vcpu_guest_exit(struct kvmp_vcpu *vcpu);
 struct kvmp_slot *kvmp_find_slot(struct kvmp_vm *vm, u64 gpa);
-int kvmp_gpa_to_hpa(struct kvmp_vm *vm, u64 gpa, bool write, u64 *hpa);
+int kvmp_gpa_to_hpa(struct kvmp_vm *vm, u64 gpa, bool write, u64 *hpa,
+		    bool *writable);
+int kvmp_get_dirty_log(struct kvmp_vm *vm, const struct kvmp_dirty_log *log);
 int kvmp_read_guest(struct kvmp_vm *vm, u64 gpa, void *dst, unsigned long n);
 int kvmp_write_guest(struct kvmp_vm *vm, u64 gpa, const void *src,
 		     unsigned long n);
@@ -186,6 +190,12 @@ int kvmp_write_guest_virt(struct kvmp_vcpu *vcpu, const struct kvmp_sregs *s,
 			  u64 gva, const void *src, unsigned int n);
 
 /* kvmp_tdp.c: the nested (NPT) or extended (EPT) page table of a VM */
+/*
+ * Bit 1 is the write permission in both formats (NPT R/W, EPT W): dirty
+ * logging maps pages without it until the guest writes them.
+ */
+#define KVMP_TDP_WRITE	(1ULL << 1)
+
 struct kvmp_tdp {
 	u64 *root;
 	u64 root_pa;
@@ -195,9 +205,9 @@ struct kvmp_tdp {
 
 int kvmp_tdp_init(struct kvmp_tdp *t, u64 table_bits, u64 leaf_bits);
 void kvmp_tdp_destroy(struct kvmp_tdp *t);
-int kvmp_tdp_map(struct kvmp_tdp *t, u64 gpa, u64 hpa);
+int kvmp_tdp_map(struct kvmp_tdp *t, u64 gpa, u64 hpa, bool writable);
 void kvmp_tdp_unmap_range(struct kvmp_tdp *t, u64 gpa, u64 size);
-int kvmp_tdp_fault(struct kvmp_vm *vm, struct kvmp_tdp *t, u64 gpa);
+int kvmp_tdp_fault(struct kvmp_vm *vm, struct kvmp_tdp *t, u64 gpa, bool write);
 
 /* kvmp_fpu.c: the guest's FPU/SSE/AVX state */
 void kvmp_fpu_reset(struct kvmp_vcpu *vcpu);

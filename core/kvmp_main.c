@@ -216,6 +216,7 @@ void kvmp_vm_put(struct kvmp_vm *vm)
 long kvmp_vm_ioctl(struct kvmp_vm *vm, unsigned int ioctl, unsigned long arg)
 {
 	struct kvmp_userspace_memory_region region;
+	struct kvmp_dirty_log log;
 	bool created;
 	u64 addr;
 
@@ -224,6 +225,10 @@ long kvmp_vm_ioctl(struct kvmp_vm *vm, unsigned int ioctl, unsigned long arg)
 		if (kvmp_os_copy_from_user(&region, arg, sizeof(region)))
 			return -KVMP_EFAULT;
 		return kvmp_set_user_memory_region(vm, &region);
+	case KVMP_GET_DIRTY_LOG:
+		if (kvmp_os_copy_from_user(&log, arg, sizeof(log)))
+			return -KVMP_EFAULT;
+		return kvmp_get_dirty_log(vm, &log);
 	case KVMP_SET_TSS_ADDR:
 		/* Linux's bound: the TSS's 3 pages end below 4 GiB */
 		if (arg > (unsigned int)(-3 * KVMP_PAGE_SIZE))

@@ -75,7 +75,21 @@ static void kvmp_free_slot(struct kvmp_slot *s)
 	kvmp_unpin_slot(s);
 	kvmp_os_free(s->pins);
 	kvmp_os_free(s->pas);
+	kvmp_os_free(s->dirty);
 	kvmp_os_free(s);
+}
+
+/* as Linux's: whole longs, a bit a page, page 0 in bit 0 of the first */
+static u64 kvmp_dirty_bytes(const struct kvmp_slot *s)
+{
+	return ((s->size >> KVMP_PAGE_SHIFT) + 63) / 64 * 8;
+}
+
+static void kvmp_mark_dirty(struct kvmp_slot *s, u64 gpa)
+{
+	u64 idx = (gpa - s->gpa) >> KVMP_PAGE_SHIFT;
+
+	s->dirty[idx / 64] |= 1ULL << (idx % 64);
 }
 
 void kvmp_vcpu_guest_enter(struct kvmp_vcpu *vcpu, int cpu)
@@ -124,7 +138,14 @@ static void kvmp_kick_vm(struct kvmp_vm *vm)
  * tables, force the VM's CPUs out of guest mode so no stale TLB entry
  * survives (VCPUs flush when they see the new generation), then unpin.
  */
-static void kvmp_retire_slot(struct kvmp_vm *vm, struct kvmp_slot *s)
+/* after mappings went away or lost write permission; vm->lock held */
+static void kvmp_flush_vm(struct kvmp_vm *vm)
+{
+	__atomic_add_fetch(&vm->tlb_generation, 1, __ATOMIC_SEQ_CST);
+	kvmp_kick_vm(vm);
+}
+
+static void kvmp_unmap_slot(struct kvmp_vm *vm, struct kvmp_slot *s)
 {
 	u64 chunk = KVMP_RESCHED_PAGES << KVMP_PAGE_SHIFT, off, n;
 
@@ -134,9 +155,35 @@ static void kvmp_retire_slot(struct kvmp_vm *vm, struct kvmp_slot *s)
 		kvmp_backend->unmap_range(vm, s->gpa + off, n);
 		kvmp_os_cond_resched();
 	}
-	__atomic_add_fetch(&vm->tlb_generation, 1, __ATOMIC_SEQ_CST);
-	kvmp_kick_vm(vm);
+}
+
+static void kvmp_retire_slot(struct kvmp_vm *vm, struct kvmp_slot *s)
+{
+	kvmp_unmap_slot(vm, s);
+	kvmp_flush_vm(vm);
 	kvmp_free_slot(s);
+}
+
+/*
+ * Dirty logging on: the log starts empty and every page mapped so far is
+ * unmapped, so its next write faults and is logged.  Off: the log goes;
+ * pages mapped read-only become writable at their next write fault.
+ */
+static int kvmp_slot_set_flags(struct kvmp_vm *vm, struct kvmp_slot *s,
+			       u32 flags)
+{
+	if (flags & KVMP_MEM_LOG_DIRTY_PAGES) {
+		s->dirty = kvmp_os_zalloc(kvmp_dirty_bytes(s));
+		if (!s->dirty)
+			return -KVMP_ENOMEM;
+		kvmp_unmap_slot(vm, s);
+		kvmp_flush_vm(vm);
+	} else {
+		kvmp_os_free(s->dirty);
+		s->dirty = NULL;
+	}
+	s->flags = flags;
+	return 0;
 }
 
 static struct kvmp_slot *kvmp_new_slot(u32 id, u32 flags, u64 gpa, u64 size,
@@ -147,19 +194,23 @@ static struct kvmp_slot *kvmp_new_slot(u32 id, u32 flags, u64 gpa, u64 size,
 
 	if (!s)
 		return NULL;
-	s->pins = kvmp_os_zalloc(npages * sizeof(*s->pins));
-	s->pas = kvmp_os_zalloc(npages * sizeof(*s->pas));
-	if (!s->pins || !s->pas) {
-		kvmp_os_free(s->pins);
-		kvmp_os_free(s->pas);
-		kvmp_os_free(s);
-		return NULL;
-	}
 	s->id = id;
 	s->flags = flags;
 	s->gpa = gpa;
 	s->size = size;
 	s->uaddr = uaddr;
+	s->pins = kvmp_os_zalloc(npages * sizeof(*s->pins));
+	s->pas = kvmp_os_zalloc(npages * sizeof(*s->pas));
+	if (flags & KVMP_MEM_LOG_DIRTY_PAGES)
+		s->dirty = kvmp_os_zalloc(kvmp_dirty_bytes(s));
+	if (!s->pins || !s->pas ||
+	    (!s->dirty && (flags & KVMP_MEM_LOG_DIRTY_PAGES))) {
+		kvmp_os_free(s->pins);
+		kvmp_os_free(s->pas);
+		kvmp_os_free(s->dirty);
+		kvmp_os_free(s);
+		return NULL;
+	}
 	return s;
 }
 
@@ -171,7 +222,7 @@ int kvmp_set_user_memory_region(struct kvmp_vm *vm,
 	int ret = 0;
 
 	/* the checks and their order follow Linux's __kvm_set_memory_region */
-	if (r->flags)	/* no dirty logging, no read-only memory (not advertised) */
+	if (r->flags & ~KVMP_MEM_LOG_DIRTY_PAGES)	/* no read-only memory */
 		return -KVMP_EINVAL;
 	if (as_id || id >= KVMP_MAX_SLOTS)
 		return -KVMP_EINVAL;
@@ -207,8 +258,11 @@ int kvmp_set_user_memory_region(struct kvmp_vm *vm,
 			ret = -KVMP_EINVAL;
 			goto out;
 		}
-		if (r->guest_phys_addr == old->gpa)
-			goto out;			/* nothing changes */
+		if (r->guest_phys_addr == old->gpa) {	/* flags, or nothing */
+			if (r->flags != old->flags)
+				ret = kvmp_slot_set_flags(vm, old, r->flags);
+			goto out;
+		}
 	}
 	if (kvmp_overlaps(vm, id, r->guest_phys_addr, r->memory_size)) {
 		ret = -KVMP_EEXIST;
@@ -246,14 +300,19 @@ void kvmp_free_slots(struct kvmp_vm *vm)
 	}
 }
 
-/* Host-physical address of a guest page, pinning it on first use; vm->lock held. */
-int kvmp_gpa_to_hpa(struct kvmp_vm *vm, u64 gpa, bool write, u64 *hpa)
+/*
+ * Host-physical address of a guest page, pinning it on first use (always
+ * writable: no copy-on-write later); vm->lock held.  *writable says whether
+ * the guest may write it without another fault: under dirty logging only
+ * after a write, which is logged here.
+ */
+int kvmp_gpa_to_hpa(struct kvmp_vm *vm, u64 gpa, bool write, u64 *hpa,
+		    bool *writable)
 {
 	struct kvmp_slot *s = kvmp_find_slot(vm, gpa);
 	u64 idx;
 	int r;
 
-	(void)write;	/* pages are always pinned writable: no copy-on-write later */
 	if (!s)
 		return -KVMP_ENOENT;
 	idx = (gpa - s->gpa) >> KVMP_PAGE_SHIFT;
@@ -264,7 +323,100 @@ int kvmp_gpa_to_hpa(struct kvmp_vm *vm, u64 gpa, bool write, u64 *hpa)
 			return r;
 	}
 	*hpa = s->pas[idx] | (gpa & (KVMP_PAGE_SIZE - 1));
+	if (s->dirty && write)
+		kvmp_mark_dirty(s, gpa);
+	*writable = !s->dirty || write;
 	return 0;
+}
+
+/*
+ * Pages the kernel wrote for the guest (string I/O, emulation) are dirty
+ * too, as in Linux; marked after the write, so a log read in between
+ * cannot lose it.
+ */
+static void kvmp_mark_dirty_range(struct kvmp_vm *vm, u64 gpa, u64 n)
+{
+	struct kvmp_slot *s;
+	u64 end = gpa + n;
+
+	kvmp_os_mutex_lock(vm->lock);
+	s = kvmp_find_slot(vm, gpa);	/* it may have gone meanwhile */
+	for (gpa &= ~(KVMP_PAGE_SIZE - 1); s && s->dirty && gpa < end &&
+	     gpa - s->gpa < s->size; gpa += KVMP_PAGE_SIZE)
+		kvmp_mark_dirty(s, gpa);
+	kvmp_os_mutex_unlock(vm->lock);
+}
+
+/* Linux 6.1 on x86: KVM_USER_MEM_SLOTS ids; ids with no slot are ENOENT */
+#define KVMP_LINUX_USER_MEM_SLOTS	32764
+
+/* unmap the pages of one bitmap word's set bits, a run at a time */
+static void kvmp_unmap_dirty(struct kvmp_vm *vm, struct kvmp_slot *s,
+			     u64 word, u64 bits)
+{
+	u64 gpa = s->gpa + ((word * 64) << KVMP_PAGE_SHIFT);
+	unsigned int bit = 0, end;
+
+	while (bit < 64) {
+		if (!((bits >> bit) & 1)) {
+			bit++;
+			continue;
+		}
+		for (end = bit; end < 64 && ((bits >> end) & 1); end++)
+			;
+		kvmp_backend->unmap_range(vm, gpa + ((u64)bit << KVMP_PAGE_SHIFT),
+					  (u64)(end - bit) << KVMP_PAGE_SHIFT);
+		bit = end;
+	}
+}
+
+/*
+ * KVM_GET_DIRTY_LOG, as Linux without manual protection: hand out the log
+ * and clear it; the pages in it lose their mapping, so their next write is
+ * logged again.
+ */
+int kvmp_get_dirty_log(struct kvmp_vm *vm, const struct kvmp_dirty_log *log)
+{
+	u32 id = log->slot & 0xffff, as_id = log->slot >> 16;
+	u64 *copy = NULL, bytes = 0, i;
+	struct kvmp_slot *s;
+	bool flush = false;
+	int r = 0;
+
+	/* one address space: no SMM (KVM_CAP_MULTI_ADDRESS_SPACE is 0) */
+	if (as_id || id >= KVMP_LINUX_USER_MEM_SLOTS)
+		return -KVMP_EINVAL;
+	kvmp_os_mutex_lock(vm->lock);
+	s = id < KVMP_MAX_SLOTS ? vm->slots[id] : NULL;
+	if (!s || !s->dirty) {
+		r = -KVMP_ENOENT;
+		goto out;
+	}
+	bytes = kvmp_dirty_bytes(s);
+	copy = kvmp_os_zalloc(bytes);
+	if (!copy) {
+		r = -KVMP_ENOMEM;
+		goto out;
+	}
+	for (i = 0; i < bytes / 8; i++) {
+		if (!s->dirty[i])
+			continue;
+		copy[i] = s->dirty[i];
+		s->dirty[i] = 0;
+		kvmp_unmap_dirty(vm, s, i, copy[i]);
+		flush = true;
+		if (!((i + 1) % (KVMP_RESCHED_PAGES / 64)))
+			kvmp_os_cond_resched();
+	}
+	if (flush)
+		kvmp_flush_vm(vm);
+out:
+	kvmp_os_mutex_unlock(vm->lock);
+	/* copied out with the lock dropped: the buffer may fault */
+	if (!r && kvmp_os_copy_to_user(log->dirty_bitmap, copy, bytes))
+		r = -KVMP_EFAULT;
+	kvmp_os_free(copy);
+	return r;
 }
 
 /* copy within guest-physical memory through the VMM's own mapping of it */
@@ -290,6 +442,8 @@ static int kvmp_guest_copy(struct kvmp_vm *vm, u64 gpa, void *buf,
 			       kvmp_os_copy_from_user(buf, uaddr, chunk);
 		if (r)
 			return r;
+		if (to_guest)
+			kvmp_mark_dirty_range(vm, gpa, chunk);
 		gpa += chunk;
 		buf = (u8 *)buf + chunk;
 		n -= chunk;

@@ -67,13 +67,20 @@ static u64 *tdp_leaf(struct kvmp_tdp *t, u64 gpa, bool create)
 	return &table[(gpa >> 12) & 511];
 }
 
-int kvmp_tdp_map(struct kvmp_tdp *t, u64 gpa, u64 hpa)
+int kvmp_tdp_map(struct kvmp_tdp *t, u64 gpa, u64 hpa, bool writable)
 {
-	u64 *pte = tdp_leaf(t, gpa, true);
+	u64 *pte = tdp_leaf(t, gpa, true), bits = t->leaf_bits;
 
 	if (!pte)
 		return -KVMP_ENOMEM;
-	*pte = (hpa & TDP_ADDR_MASK) | t->leaf_bits;
+	if (!writable) {
+		/* another VCPU's write got there first: keep its mapping */
+		if ((*pte & KVMP_TDP_WRITE) &&
+		    (*pte & TDP_ADDR_MASK) == (hpa & TDP_ADDR_MASK))
+			return 0;
+		bits &= ~KVMP_TDP_WRITE;
+	}
+	*pte = (hpa & TDP_ADDR_MASK) | bits;
 	return 0;
 }
 
@@ -82,12 +89,13 @@ static void tdp_unmap(u64 *table, int level, u64 base, u64 start, u64 end)
 {
 	u64 **children = (u64 **)(table + 512);
 	u64 span = 1ULL << (12 + 9 * (level - 1)), lo;
-	int i;
+	int i = start > base ? (start - base) / span : 0;
 
-	for (i = 0; i < 512; i++) {
+	/* only the entries the range covers: dirty logging unmaps page by page */
+	for (; i < 512; i++) {
 		lo = base + i * span;
-		if (lo + span <= start || lo >= end)
-			continue;
+		if (lo >= end)
+			break;
 		if (level == 1)
 			table[i] = 0;
 		else if (children[i])	/* no table: nothing mapped below */
@@ -101,18 +109,20 @@ void kvmp_tdp_unmap_range(struct kvmp_tdp *t, u64 gpa, u64 size)
 }
 
 /*
- * A guest touched gpa and the table has no entry: map the slot's page there
- * (pinning it), or say there is no slot (-ENOENT: MMIO).
+ * A guest touched gpa and the table has no entry (or, under dirty logging,
+ * no write permission): map the slot's page there (pinning it), or say there
+ * is no slot (-ENOENT: MMIO).
  */
-int kvmp_tdp_fault(struct kvmp_vm *vm, struct kvmp_tdp *t, u64 gpa)
+int kvmp_tdp_fault(struct kvmp_vm *vm, struct kvmp_tdp *t, u64 gpa, bool write)
 {
+	bool writable;
 	u64 hpa;
 	int r;
 
 	kvmp_os_mutex_lock(vm->lock);
-	r = kvmp_gpa_to_hpa(vm, gpa, true, &hpa);
+	r = kvmp_gpa_to_hpa(vm, gpa, write, &hpa, &writable);
 	if (!r)
-		r = kvmp_tdp_map(t, gpa, hpa);
+		r = kvmp_tdp_map(t, gpa, hpa, writable);
 	kvmp_os_mutex_unlock(vm->lock);
 	return r;
 }

@@ -1019,6 +1019,7 @@ static int svm_exit_shutdown(struct kvmp_vcpu *vcpu)
 	return KVMP_TO_USER;
 }
 
+#define NPF_WRITE	(1ULL << 1)
 #define NPF_FETCH	(1ULL << 4)
 #define NPF_IN_WALK	(1ULL << 33)
 
@@ -1029,7 +1030,7 @@ static int svm_exit_npf(struct kvmp_vcpu *vcpu)
 	u64 gpa = ctl->exit_info_2, err = ctl->exit_info_1;
 	int r;
 
-	r = kvmp_tdp_fault(vcpu->vm, &s->npt, gpa);
+	r = kvmp_tdp_fault(vcpu->vm, &s->npt, gpa, err & NPF_WRITE);
 	if (!r)
 		return KVMP_REENTER;
 	if (r != -KVMP_ENOENT)

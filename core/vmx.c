@@ -1622,7 +1622,7 @@ static int vmx_exit_ept_violation(struct kvmp_vcpu *vcpu)
 	if ((q & EPT_QUAL_NMI_UNBLOCK) && vmx_has_vnmi &&
 	    !(vmx->exit.idt_info & INTR_INFO_VALID))
 		vmx->guest.interruptibility |= INTERRUPTIBILITY_NMI;
-	r = kvmp_tdp_fault(vcpu->vm, &v->ept, gpa);
+	r = kvmp_tdp_fault(vcpu->vm, &v->ept, gpa, q & EPT_QUAL_WRITE);
 	if (!r)
 		return KVMP_REENTER;
 	if (r != -KVMP_ENOENT)

@@ -204,6 +204,7 @@
 #define EXIT_ENTRY_FAILED		(1U << 31)
 
 /* EPT violation qualification */
+#define EPT_QUAL_WRITE			(1ULL << 1)
 #define EPT_QUAL_FETCH			(1ULL << 2)
 #define EPT_QUAL_GLA_VALID		(1ULL << 7)
 #define EPT_QUAL_GLA_TRANSLATED		(1ULL << 8)

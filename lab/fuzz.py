@@ -69,6 +69,7 @@ IOCTLS: dict[str, tuple[str, str]] = {
     "SET_USER_MEMORY_REGION": ("vm", "region"),
     "SET_TSS_ADDR": ("vm", "int"),
     "SET_IDENTITY_MAP_ADDR": ("vm", "u64"),
+    "GET_DIRTY_LOG": ("vm", "dirty_log"),
     "RUN": ("vcpu", "int"),
     "GET_REGS": ("vcpu", "struct kvmp_regs"),
     "SET_REGS": ("vcpu", "struct kvmp_regs"),
@@ -131,9 +132,9 @@ def _sregs_differs_on_purpose(c: Call) -> bool:
 
 
 def _slot_flags(c: Call) -> bool:
-    """docs/driver.md, Known limits: dirty logging and read-only slots are refused."""
+    """docs/driver.md, Known limits: read-only slots are refused."""
     flags = _u32(c, 4)
-    return flags is not None and bool(flags & 3)
+    return flags is not None and bool(flags & 2)
 
 
 def _slot_beyond_ours(c: Call) -> bool:
@@ -168,7 +169,7 @@ ALLOWED: list[tuple[str, Callable[[Call], bool], str | None, str]] = [
     ("SET_SREGS", _sregs_differs_on_purpose, "EINVAL",
      "docs/driver.md, Security: KVM_SET_SREGS refuses other EFER bits and CR4.PKE"),
     ("SET_USER_MEMORY_REGION", _slot_flags, "EINVAL",
-     "docs/driver.md, Known limits: no dirty logging, no read-only slots"),
+     "docs/driver.md, Known limits: no read-only slots"),
     ("SET_USER_MEMORY_REGION", _slot_beyond_ours, "EINVAL",
      "docs/driver.md, Known limits: 32 slots, no SMM address space"),
 ]
@@ -453,6 +454,18 @@ class Gen:
         d[off:off + 8] = rng.choice(BAD_POINTERS[1:]).to_bytes(8, "little")
         return self.buf(bytes(d))
 
+    def dirty_log(self) -> Arg:
+        """A slot (ours, Linux's, another address space) and a bitmap pointer that faults:
+        a slot may be up to 2^31 pages, so a valid pointer could let either kernel write
+        its bitmap over the fuzzer's own memory (tests/guests/test_dirty_log.py covers
+        the copies that succeed)."""
+        rng = self.rng
+        log = ffi.new("struct kvmp_dirty_log *")
+        log.slot = rng.choice((0, 1, 2, 31, 32, 32763, 32764, 0x10000, 0x20000,
+                               rng.getrandbits(32)))
+        log.dirty_bitmap = rng.choice(BAD_POINTERS)
+        return self.buf(bytes(ffi.buffer(log)))
+
     def call(self, fd: str | None = None, name: str | None = None,
              names: list[str] | None = None) -> Call:
         """A call; `names` (the differential's) also keeps unknown numbers to UNKNOWN, where
@@ -493,6 +506,8 @@ class Gen:
             return self.buf(boundary(rng, 64).to_bytes(8, "little"))
         if argtype == "region":
             return self.region()
+        if argtype == "dirty_log":
+            return self.dirty_log()
         if argtype == "msr_list":
             return self.varlen(ffi.offsetof("struct kvmp_msr_list", "indices"),
                                lambda _i: rng.getrandbits(32).to_bytes(4, "little"))

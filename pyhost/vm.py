@@ -88,6 +88,22 @@ class Vm:
         })
         kvm_ioctl(self.fd, "SET_USER_MEMORY_REGION", region)
 
+    def get_dirty_log(self, slot: int, size: int | None = None) -> list[int]:
+        """KVM_GET_DIRTY_LOG: the pages of `slot` (numbered from its start) written since
+        dirty logging began or since the last call, which clears the log.
+
+        `size` is the slot's size in bytes, by default that of pyhost's memory in `slot`.
+        """
+        if size is None:
+            mem = self.memory.get(slot)
+            size = mem.size if mem else PAGE_SIZE
+        words = (size // PAGE_SIZE + 63) // 64
+        bitmap = ffi.new("kvmp_u64[]", max(words, 1))
+        log = ffi.new("struct kvmp_dirty_log *", {
+            "slot": slot, "dirty_bitmap": int(ffi.cast("uintptr_t", bitmap))})
+        kvm_ioctl(self.fd, "GET_DIRTY_LOG", log)
+        return [i * 64 + b for i in range(words) for b in range(64) if bitmap[i] >> b & 1]
+
     def create_vcpu(self, vcpu_id: int | None = None,
                     run_area: Literal["mmap", "ioctl"] = "mmap") -> Vcpu:
         """KVM_CREATE_VCPU; run_area picks mmap of the fd or kvmport's KVM_MMAP_VCPU."""

@@ -12,9 +12,17 @@ invoke puts tasks/ itself first on sys.path: a module here named like a top-leve
 (lab, bench, ...) would hide it, hence labs.py and benchmarks.py.
 """
 
+import sys
+from pathlib import Path
+
 from invoke import Collection
 
-from . import benchmarks, bootfd, core, fuzz, kext, labs, qemu
+# the `invoke` script (unlike `python3 -m invoke`) leaves the checkout off sys.path
+_ROOT = str(Path(__file__).resolve().parent.parent)
+if _ROOT not in sys.path:
+    sys.path.append(_ROOT)
+
+from . import benchmarks, bootfd, core, fuzz, kext, labs, qemu  # noqa: E402
 
 ns = Collection()
 for module in (core, labs, kext, bootfd, benchmarks, qemu, fuzz):

@@ -142,6 +142,13 @@ struct kvmp_userspace_memory_region {
 	kvmp_u64 userspace_addr;	/* start of the userspace memory */
 };
 
+/* KVM_GET_DIRTY_LOG: the slot's bitmap (a bit a page, in longs) goes to dirty_bitmap */
+struct kvmp_dirty_log {
+	kvmp_u32 slot;
+	kvmp_u32 padding1;
+	kvmp_u64 dirty_bitmap;		/* a user pointer */
+};
+
 struct kvmp_regs {
 	kvmp_u64 rax, rbx, rcx, rdx;
 	kvmp_u64 rsi, rdi, rsp, rbp;
@@ -406,6 +413,7 @@ struct kvmp_run {
 
 /* VM ioctls, on a VM fd */
 #define KVMP_CREATE_VCPU		KVMP_IO(KVMPIO, 0x41)
+#define KVMP_GET_DIRTY_LOG		KVMP_IOW(KVMPIO, 0x42, struct kvmp_dirty_log)
 #define KVMP_SET_USER_MEMORY_REGION \
 	KVMP_IOW(KVMPIO, 0x46, struct kvmp_userspace_memory_region)
 #define KVMP_SET_TSS_ADDR		KVMP_IO(KVMPIO, 0x47)

@@ -55,7 +55,8 @@ def test_slot_rules_and_errnos(vm):
     assert set_region(vm, 1, 0x100000, 0x1800, base) == -E.EINVAL       # size
     assert set_region(vm, 1, 0x100800, 0x1000, base) == -E.EINVAL       # gpa
     assert set_region(vm, 1, 0x100000, 0x1000, base + 8) == -E.EINVAL   # user address
-    assert set_region(vm, 1, 0x100000, 0x1000, base, flags=1) == -E.EINVAL  # no dirty log
+    assert set_region(vm, 1, 0x100000, 0x1000, base, flags=2) == -E.EINVAL  # no read-only
+    assert set_region(vm, 1, 0x100000, 0x1000, base, flags=4) == -E.EINVAL  # unknown flag
     assert set_region(vm, 40, 0x100000, 0x1000, base) == -E.EINVAL      # slot id
     assert set_region(vm, 1, 0x8000, 0x10000, base + 0x10000) == -E.EEXIST   # overlap
     assert set_region(vm, 1, 0x10000, 0x10000, base + 0x10000) == 0
@@ -72,16 +73,54 @@ def test_pages_are_pinned_on_first_touch_and_released_with_the_slot(vm):
     mem = abi_ffi.new("char[]", 0x5000)
     base = (ptr(mem) + 0xFFF) & ~0xFFF
     assert set_region(vm, 0, 0x40000, 0x4000, base) == 0
-    hpa = ffi.new("u64 *")
+    hpa, writable = ffi.new("u64 *"), ffi.new("bool *")
     before_pins, before_unmapped = lib.kvmp_user_pinned, lib.kvmp_user_unmapped_bytes
-    assert lib.kvmp_gpa_to_hpa(vm, 0x41234, True, hpa) == 0
+    assert lib.kvmp_gpa_to_hpa(vm, 0x41234, False, hpa, writable) == 0
     assert hpa[0] == base + 0x1234  # the userspace build's "physical" address
-    assert lib.kvmp_gpa_to_hpa(vm, 0x41000, True, hpa) == 0  # same page: pinned once
+    assert writable[0]  # no dirty logging: a read maps the page writable
+    assert lib.kvmp_gpa_to_hpa(vm, 0x41000, True, hpa, writable) == 0  # pinned once
     assert lib.kvmp_user_pinned == before_pins + 1
-    assert lib.kvmp_gpa_to_hpa(vm, 0x50000, True, hpa) == -errno.ENOENT  # MMIO
+    assert lib.kvmp_gpa_to_hpa(vm, 0x50000, True, hpa, writable) == -errno.ENOENT  # MMIO
     assert set_region(vm, 0, 0, 0, 0) == 0
     assert lib.kvmp_user_pinned == before_pins
     assert lib.kvmp_user_unmapped_bytes == before_unmapped + 0x4000
+
+
+def get_dirty_log(vm, slot: int, words: int = 1) -> tuple[int, list[int]]:
+    bitmap = abi_ffi.new("kvmp_u64[]", words)
+    log = abi_ffi.new("struct kvmp_dirty_log *", {"slot": slot, "dirty_bitmap": ptr(bitmap)})
+    return lib.kvmp_vm_ioctl(vm, abi.KVMP_GET_DIRTY_LOG, ptr(log)), list(bitmap)
+
+
+def test_dirty_logging_maps_read_only_until_a_write_and_unmaps_what_it_reports(vm):
+    mem = abi_ffi.new("char[]", 0x11000)
+    base = (ptr(mem) + 0xFFF) & ~0xFFF
+    hpa, writable = ffi.new("u64 *"), ffi.new("bool *")
+    assert set_region(vm, 0, 0, 0x10000, base) == 0
+    assert get_dirty_log(vm, 0)[0] == -errno.ENOENT
+    unmapped = lib.kvmp_user_unmapped_bytes
+    assert set_region(vm, 0, 0, 0x10000, base, flags=1) == 0   # logging on, in place
+    assert lib.kvmp_user_unmapped_bytes == unmapped + 0x10000  # every mapping goes
+    assert lib.kvmp_gpa_to_hpa(vm, 0x3000, False, hpa, writable) == 0
+    assert not writable[0]                                     # a read: read-only
+    assert lib.kvmp_gpa_to_hpa(vm, 0x3000, True, hpa, writable) == 0
+    assert writable[0]
+    assert lib.kvmp_gpa_to_hpa(vm, 0x4000, True, hpa, writable) == 0
+    assert lib.kvmp_gpa_to_hpa(vm, 0x6000, True, hpa, writable) == 0
+    data = ffi.new("char[]", b"abcd")
+    assert lib.kvmp_write_guest(vm, 0x8FFE, data, 4) == 0         # the kernel's writes too
+    assert get_dirty_log(vm, 0) == (0, [0b1101011000])
+    # the reported pages are unmapped in runs: pages 3-4, 6, 8-9
+    assert lib.kvmp_user_unmapped_bytes == unmapped + 0x10000 + 0x5000
+    assert get_dirty_log(vm, 0) == (0, [0])
+    assert lib.kvmp_user_unmapped_bytes == unmapped + 0x15000  # nothing to unmap
+    assert set_region(vm, 0, 0, 0x10000, base, flags=0) == 0   # logging off
+    assert get_dirty_log(vm, 0)[0] == -errno.ENOENT
+    assert lib.kvmp_gpa_to_hpa(vm, 0x3000, False, hpa, writable) == 0
+    assert writable[0]
+    assert get_dirty_log(vm, 0x10000)[0] == -errno.EINVAL      # address space 1: none
+    assert get_dirty_log(vm, 32764)[0] == -errno.EINVAL        # beyond Linux's slot ids
+    assert get_dirty_log(vm, 31)[0] == -errno.ENOENT
 
 
 def supported_cpuid_list() -> list[CpuidEntry]:

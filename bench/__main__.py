@@ -1,6 +1,9 @@
 """Print benchmark figures for each device and their ratios to the first (the reference).
 
-    python -m bench --device /dev/kvm --device /dev/kvmport [--runs 3]
+    python -m bench --device /dev/kvm --device /dev/kvmport [--runs 3] [--boot] [--qemu PATH]
+
+With --qemu, QEMU (patched: `-accel kvm,device=`) boots bintest/bootfd.img on each device too,
+and the last lines compare pyhost on each device with QEMU on the reference device.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ import sys
 
 from pyhost import Kvm
 
-from .micro import BENCHMARKS, Figure, best_of, boot
+from .micro import BENCHMARKS, QEMU_MACHINES, Figure, best_of, boot, qemu_boot
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,6 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=3, help="runs per figure; the best counts")
     p.add_argument("--boot", action="store_true",
                    help="also boot bintest/bootfd.img to its banner (once per device)")
+    p.add_argument("--qemu", metavar="PATH",
+                   help="also boot bintest/bootfd.img under this QEMU (`invoke build-qemu`)")
     args = p.parse_args(argv)
 
     table: dict[str, dict[str, Figure]] = {}
@@ -31,6 +36,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.boot:
             f = boot(device)
             table.setdefault(f.name, {})[device] = f
+        if args.qemu:
+            for machine in QEMU_MACHINES:
+                f = qemu_boot(device, args.qemu, machine)
+                table.setdefault(f.name, {})[device] = f
     ref = args.device[0]
     head = f"{'benchmark':<46}" + "".join(f"{d:>16}" for d in args.device)
     head += "".join(f"{'ratio ' + d.rsplit('/', 1)[-1]:>18}" for d in args.device[1:])
@@ -42,6 +51,13 @@ def main(argv: list[str] | None = None) -> int:
         line += "".join(f"{row[d].value / row[ref].value:>18.2f}" for d in args.device[1:])
         print(line)
     print(f"(best of {args.runs}; ratio = device / {ref}; lower is faster)")
+    pyhost_row = table.get("bootfd.img to the banner (pyhost boot)")
+    qemu_row = table.get("bootfd.img to the banner (QEMU, default devices)")
+    if pyhost_row and qemu_row:
+        for d in args.device:
+            ratio = pyhost_row[d].value / qemu_row[ref].value
+            print(f"pyhost on {d} vs QEMU (default devices) on {ref}: "
+                  f"{pyhost_row[d].value:.2f} s / {qemu_row[ref].value:.2f} s = {ratio:.2f}")
     return 0
 
 

@@ -106,3 +106,22 @@ def boot(device: str) -> Figure:
     r = timed([sys.executable, "-m", "pyhost", "boot", str(IMAGE), "--device", device])
     assert r["banner"] is not None, f"no banner from {device}: {r['stderr']}"
     return Figure("bootfd.img to the banner (pyhost boot)", r["banner"], "s")
+
+
+# QEMU machines for qemu_boot: QEMU's default devices (VGA, e1000, ...), and the light one
+QEMU_MACHINES = {
+    "default devices": ["-nographic"],
+    "light": ["-nographic", "-nodefaults", "-serial", "stdio", "-vga", "none"],
+}
+
+
+def qemu_boot(device: str, qemu: str, machine: str) -> Figure:
+    """bootfd.img from the floppy (SeaBIOS, SYSLINUX) under QEMU on `device` with its
+    userspace irqchip: seconds from the process start to the guest's banner."""
+    from .boot import IMAGE, timed
+
+    argv = [qemu, "-accel", f"kvm,device={device}", "-machine", "pc,kernel-irqchip=off",
+            "-m", "128", "-snapshot", *QEMU_MACHINES[machine], "-fda", str(IMAGE)]
+    r = timed(argv, stop=True, timeout=300)
+    assert r["banner"] is not None, f"no banner from QEMU on {device}: {r['stderr']}"
+    return Figure(f"bootfd.img to the banner (QEMU, {machine})", r["banner"], "s")

@@ -97,6 +97,10 @@ struct kvmp_mmio {
 	bool pending;		/* a load waits for run->mmio.data */
 	struct kvmp_insn insn;
 	u64 next_rip;
+	/* MOVS: the exit reads the source (else it writes the destination) */
+	bool movs_read;
+	bool movs_dst_mmio;	/* and the destination is MMIO too */
+	u64 movs_dst;		/* the destination's guest-physical address */
 };
 
 /* Linux's numbers: MCE banks a VMM may set up, variable MTRRs offered */
@@ -176,6 +180,7 @@ u64 kvmp_max_gfn(void);
 void kvmp_vcpu_guest_enter(struct kvmp_vcpu *vcpu, int cpu);
 void kvmp_vcpu_guest_exit(struct kvmp_vcpu *vcpu);
 struct kvmp_slot *kvmp_find_slot(struct kvmp_vm *vm, u64 gpa);
+bool kvmp_gpa_is_mmio(struct kvmp_vm *vm, u64 gpa);
 int kvmp_gpa_to_hpa(struct kvmp_vm *vm, u64 gpa, bool write, u64 *hpa,
 		    bool *writable);
 int kvmp_get_dirty_log(struct kvmp_vm *vm, const struct kvmp_dirty_log *log);

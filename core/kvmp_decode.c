@@ -10,8 +10,13 @@ struct prefixes {
 	bool opsize;
 	bool adsize;
 	bool lock;
+	bool rep;	/* F2 or F3 */
+	u8 seg;		/* the last segment override, 0 ES ... 5 GS, or 0xff */
 	u8 rex;		/* 0 when there is none */
 };
+
+/* segment override prefixes, in the order of the segment numbers */
+static const u8 seg_prefix[] = { 0x26, 0x2e, 0x36, 0x3e, 0x64, 0x65 };
 
 /*
  * The legacy and REX prefixes: the opcode's index, or -KVMP_EAGAIN; *avail is
@@ -41,8 +46,17 @@ static int read_prefixes(const u8 *code, unsigned int *availp, int cpu_mode,
 			pfx->rex = 0;
 			continue;
 		case 0x26: case 0x2e: case 0x36: case 0x3e: case 0x64:
-		case 0x65: case 0xf2: case 0xf3:
+		case 0x65:
+			/* 64-bit mode ignores all but FS and GS */
+			if (cpu_mode != 64 || code[i] >= 0x64)
+				for (pfx->seg = 0; seg_prefix[pfx->seg] != code[i];
+				     pfx->seg++)
+					;
 			pfx->rex = 0;	/* a REX counts only right before the opcode */
+			continue;
+		case 0xf2: case 0xf3:
+			pfx->rep = true;
+			pfx->rex = 0;
 			continue;
 		}
 		if (cpu_mode == 64 && (code[i] & 0xf0) == 0x40) {
@@ -116,7 +130,7 @@ static int modrm_bytes(const u8 *p, unsigned int avail, unsigned int adsize)
 int kvmp_decode_mov(const u8 *code, unsigned int avail, int cpu_mode,
 		    struct kvmp_insn *insn)
 {
-	struct prefixes pfx = { 0 };
+	struct prefixes pfx = { .seg = 0xff };
 	unsigned int i = 0, opsize, adsize, imm_size = 0;
 	int m;
 	u8 op, modrm = 0;
@@ -181,6 +195,18 @@ int kvmp_decode_mov(const u8 *code, unsigned int avail, int cpu_mode,
 			insn->kind = KVMP_INSN_STORE;
 			has_modrm = false;
 			break;
+		case 0xa4: case 0xa5:
+			insn->kind = KVMP_INSN_MOVE;
+			insn->string = KVMP_STR_MOVS;
+			break;
+		case 0xaa: case 0xab:
+			insn->kind = KVMP_INSN_STORE;
+			insn->string = KVMP_STR_STOS;
+			break;
+		case 0xac: case 0xad:
+			insn->kind = KVMP_INSN_LOAD;
+			insn->string = KVMP_STR_LODS;
+			break;
 		default:
 			return -KVMP_EOPNOTSUPP;
 		}
@@ -190,7 +216,12 @@ int kvmp_decode_mov(const u8 *code, unsigned int avail, int cpu_mode,
 		}
 	}
 
-	if (has_modrm) {
+	if (insn->string) {
+		insn->reg = 0;		/* AL, AX, EAX or RAX */
+		insn->addr_size = adsize;
+		insn->rep = pfx.rep;
+		insn->seg = pfx.seg == 0xff ? 3 : pfx.seg;	/* DS */
+	} else if (has_modrm) {
 		if (i >= avail)
 			return -KVMP_EAGAIN;
 		modrm = code[i];

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
  * A small x86 decoder for the instructions guests use to touch MMIO: MOV to
- * and from memory (register or immediate), MOVZX and MOVSX loads, and the
- * MOV moffs forms.  The faulting guest-physical address comes from the
+ * and from memory (register or immediate), MOVZX and MOVSX loads, the MOV
+ * moffs forms, and the string moves MOVS, STOS and LODS (with REP).  The faulting guest-physical address comes from the
  * hardware, so only the length and the register side of the access matter.
  * Pure logic: it builds in the kernel and as a userspace library for tests.
  */
@@ -16,6 +16,14 @@
 enum kvmp_insn_kind {
 	KVMP_INSN_STORE = 1,	/* the guest writes memory */
 	KVMP_INSN_LOAD = 2,	/* the guest reads memory into a register */
+	KVMP_INSN_MOVE = 3,	/* MOVS: memory at seg:rSI to memory at ES:rDI */
+};
+
+/* the string instructions: one element per MMIO exit, RIP kept until done */
+enum kvmp_string_op {
+	KVMP_STR_MOVS = 1,
+	KVMP_STR_STOS = 2,	/* a STORE of rAX to ES:rDI */
+	KVMP_STR_LODS = 3,	/* a LOAD of seg:rSI into rAX */
 };
 
 struct kvmp_insn {
@@ -28,6 +36,10 @@ struct kvmp_insn {
 	bool has_imm;		/* a store of an immediate, not of reg */
 	bool sign_extend;	/* MOVSX: sign-extend mem_size to reg_size */
 	u64 imm;		/* the immediate, truncated to mem_size */
+	u8 string;		/* enum kvmp_string_op, or 0 */
+	u8 addr_size;		/* string: bytes of rSI, rDI and rCX used */
+	u8 seg;			/* string: the source segment, 0 ES ... 5 GS */
+	bool rep;		/* string: REP (F3) or F2, which acts the same */
 };
 
 /* cpu_mode: 16, 32 or 64 (the default operand size of the code segment) */

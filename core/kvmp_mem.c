@@ -45,6 +45,17 @@ struct kvmp_slot *kvmp_find_slot(struct kvmp_vm *vm, u64 gpa)
 	return NULL;
 }
 
+/* no slot there: MMIO (a snapshot: slots may change right after) */
+bool kvmp_gpa_is_mmio(struct kvmp_vm *vm, u64 gpa)
+{
+	bool mmio;
+
+	kvmp_os_mutex_lock(vm->lock);
+	mmio = !kvmp_find_slot(vm, gpa);
+	kvmp_os_mutex_unlock(vm->lock);
+	return mmio;
+}
+
 static bool kvmp_overlaps(struct kvmp_vm *vm, u32 id, u64 gpa, u64 size)
 {
 	struct kvmp_slot *s;

@@ -1045,6 +1045,82 @@ unsigned int kvmp_fetch_insn(struct kvmp_vcpu *vcpu, const struct kvmp_regs *reg
 	return avail;
 }
 
+/* an MMIO exit for the decoded instruction's element at gpa */
+static int kvmp_mmio_exit(struct kvmp_vcpu *vcpu, u64 gpa, bool write, u64 value)
+{
+	struct kvmp_run *run = vcpu->run;
+	struct kvmp_mmio *mmio = &vcpu->mmio;
+
+	mmio->pending = true;
+	run->exit_reason = KVMP_EXIT_MMIO;
+	run->mmio.phys_addr = gpa;
+	run->mmio.len = mmio->insn.mem_size;
+	run->mmio.is_write = write;
+	kvmp_os_memset(run->mmio.data, 0, sizeof(run->mmio.data));
+	if (write)
+		kvmp_os_memcpy(run->mmio.data, &value, mmio->insn.mem_size);
+	return KVMP_TO_USER;
+}
+
+/* a string instruction's linear address in seg at reg */
+static u64 kvmp_string_addr(const struct kvmp_sregs *s, const struct kvmp_insn *in,
+			    int seg, u64 reg)
+{
+	u64 a = kvmp_seg_base(s, seg) + (reg & kvmp_size_mask(in->addr_size));
+
+	return kvmp_cpu_mode(s) == 64 ? a : a & 0xffffffffULL;
+}
+
+/*
+ * MOVS, STOS or LODS touching MMIO: one element per exit, as Linux's
+ * emulator does.  The completion steps rSI, rDI and rCX and leaves RIP on
+ * the instruction while REP has more to do: the guest runs it again, and
+ * the elements that are RAM go at hardware speed.
+ */
+static int kvmp_exit_mmio_string(struct kvmp_vcpu *vcpu, struct kvmp_regs *regs,
+				 const struct kvmp_sregs *s, u64 gpa)
+{
+	struct kvmp_mmio *mmio = &vcpu->mmio;
+	struct kvmp_insn *in = &mmio->insn;
+	u64 src, dst, src_gpa, dst_gpa, v = 0;
+	bool src_mmio, dst_mmio;
+
+	if (in->rep && !(regs->rcx & kvmp_size_mask(in->addr_size))) {
+		regs->rip = mmio->next_rip;	/* REP with rCX = 0 does nothing */
+		kvmp_backend->set_regs(vcpu, regs);
+		return KVMP_REENTER;
+	}
+	if (in->string == KVMP_STR_STOS)
+		return kvmp_mmio_exit(vcpu, gpa, true, regs->rax);
+	if (in->string == KVMP_STR_LODS)
+		return kvmp_mmio_exit(vcpu, gpa, false, 0);
+
+	/* MOVS: the fault says one side is MMIO; the page walk says which */
+	src = kvmp_string_addr(s, in, in->seg, regs->rsi);
+	dst = kvmp_string_addr(s, in, KVMP_SEG_ES, regs->rdi);
+	if (kvmp_gva_to_gpa(vcpu, s, src, &src_gpa) ||
+	    kvmp_gva_to_gpa(vcpu, s, dst, &dst_gpa)) {
+		kvmp_internal_error(vcpu, KVMP_INTERNAL_ERROR_EMULATION, gpa,
+				    regs->rip);
+		return KVMP_TO_USER;
+	}
+	src_mmio = kvmp_gpa_is_mmio(vcpu->vm, src_gpa);
+	dst_mmio = kvmp_gpa_is_mmio(vcpu->vm, dst_gpa);
+	mmio->movs_dst = dst_gpa;
+	mmio->movs_dst_mmio = dst_mmio;
+	mmio->movs_read = src_mmio;
+	if (src_mmio)		/* read it first; the write follows */
+		return kvmp_mmio_exit(vcpu, src_gpa, false, 0);
+	if (!dst_mmio)		/* a slot came meanwhile: just run it again */
+		return KVMP_REENTER;
+	if (kvmp_read_guest_virt(vcpu, s, src, &v, in->mem_size)) {
+		kvmp_internal_error(vcpu, KVMP_INTERNAL_ERROR_EMULATION, src,
+				    regs->rip);
+		return KVMP_TO_USER;
+	}
+	return kvmp_mmio_exit(vcpu, dst_gpa, true, v);
+}
+
 /*
  * A guest access to a guest-physical address no slot backs.  insn_bytes are
  * the hardware's (decode assists) or NULL: then fetch them from CS:RIP.
@@ -1052,13 +1128,11 @@ unsigned int kvmp_fetch_insn(struct kvmp_vcpu *vcpu, const struct kvmp_regs *reg
 int kvmp_exit_mmio(struct kvmp_vcpu *vcpu, u64 gpa, const u8 *insn_bytes,
 		   unsigned int insn_len)
 {
-	struct kvmp_run *run = vcpu->run;
 	struct kvmp_mmio *mmio = &vcpu->mmio;
 	u8 code[KVMP_INSN_MAX_LEN];
 	struct kvmp_regs regs;
 	struct kvmp_sregs s;
 	unsigned int avail;
-	u64 v;
 	int n;
 
 	kvmp_backend->get_regs(vcpu, &regs);
@@ -1077,35 +1151,65 @@ int kvmp_exit_mmio(struct kvmp_vcpu *vcpu, u64 gpa, const u8 *insn_bytes,
 		return KVMP_TO_USER;
 	}
 	mmio->next_rip = regs.rip + n;
-	mmio->pending = true;
-	run->exit_reason = KVMP_EXIT_MMIO;
-	run->mmio.phys_addr = gpa;
-	run->mmio.len = mmio->insn.mem_size;
-	run->mmio.is_write = mmio->insn.kind == KVMP_INSN_STORE;
-	kvmp_os_memset(run->mmio.data, 0, sizeof(run->mmio.data));
-	if (run->mmio.is_write) {
-		v = kvmp_insn_store_value(&mmio->insn,
-					  *kvmp_gpr(&regs, mmio->insn.reg));
-		kvmp_os_memcpy(run->mmio.data, &v, mmio->insn.mem_size);
-	}
-	return KVMP_TO_USER;
+	mmio->movs_read = false;
+	if (mmio->insn.string)
+		return kvmp_exit_mmio_string(vcpu, &regs, &s, gpa);
+	if (mmio->insn.kind == KVMP_INSN_STORE)
+		return kvmp_mmio_exit(vcpu, gpa, true,
+				      kvmp_insn_store_value(&mmio->insn,
+							    *kvmp_gpr(&regs, mmio->insn.reg)));
+	return kvmp_mmio_exit(vcpu, gpa, false, 0);
 }
 
-static void kvmp_complete_mmio(struct kvmp_vcpu *vcpu)
+/*
+ * The VMM answered an MMIO exit.  Returns 1 when it must answer another
+ * first (MOVS from MMIO to MMIO: the write after the read), or an errno.
+ */
+static int kvmp_complete_mmio(struct kvmp_vcpu *vcpu)
 {
 	struct kvmp_mmio *mmio = &vcpu->mmio;
+	struct kvmp_insn *in = &mmio->insn;
+	u64 data = 0, *reg, step, amask = kvmp_size_mask(in->addr_size);
 	struct kvmp_regs regs;
-	u64 data = 0, *reg;
+	struct kvmp_sregs s;
 
 	mmio->pending = false;
 	kvmp_backend->get_regs(vcpu, &regs);
-	if (mmio->insn.kind == KVMP_INSN_LOAD) {
-		kvmp_os_memcpy(&data, vcpu->run->mmio.data, mmio->insn.mem_size);
-		reg = kvmp_gpr(&regs, mmio->insn.reg);
-		*reg = kvmp_insn_load_result(&mmio->insn, *reg, data);
+	kvmp_os_memcpy(&data, vcpu->run->mmio.data, in->mem_size);
+	if (!in->string) {
+		if (in->kind == KVMP_INSN_LOAD) {
+			reg = kvmp_gpr(&regs, in->reg);
+			*reg = kvmp_insn_load_result(in, *reg, data);
+		}
+		regs.rip = mmio->next_rip;
+		kvmp_backend->set_regs(vcpu, &regs);
+		return 0;
 	}
-	regs.rip = mmio->next_rip;
+	if (in->string == KVMP_STR_MOVS && mmio->movs_read) {
+		mmio->movs_read = false;
+		if (mmio->movs_dst_mmio) {
+			kvmp_mmio_exit(vcpu, mmio->movs_dst, true, data);
+			return 1;
+		}
+		kvmp_backend->get_sregs(vcpu, &s);
+		if (kvmp_write_guest_virt(vcpu, &s,
+					  kvmp_string_addr(&s, in, KVMP_SEG_ES, regs.rdi),
+					  &data, in->mem_size))
+			return -KVMP_EFAULT;
+	}
+	if (in->string == KVMP_STR_LODS)
+		regs.rax = kvmp_insn_load_result(in, regs.rax, data);
+	step = regs.rflags & KVMP_EFLAGS_DF ? -(u64)in->mem_size : in->mem_size;
+	if (in->string != KVMP_STR_STOS)
+		regs.rsi = kvmp_addr_update(regs.rsi, regs.rsi + step, in->addr_size);
+	if (in->string != KVMP_STR_LODS)
+		regs.rdi = kvmp_addr_update(regs.rdi, regs.rdi + step, in->addr_size);
+	if (in->rep)
+		regs.rcx = kvmp_addr_update(regs.rcx, regs.rcx - 1, in->addr_size);
+	if (!in->rep || !(regs.rcx & amask))
+		regs.rip = mmio->next_rip;
 	kvmp_backend->set_regs(vcpu, &regs);
+	return 0;
 }
 
 /*
@@ -1197,8 +1301,13 @@ int kvmp_vcpu_run(struct kvmp_vcpu *vcpu)
 		if (r)
 			goto out;
 	}
-	if (vcpu->mmio.pending)
-		kvmp_complete_mmio(vcpu);
+	if (vcpu->mmio.pending) {
+		r = kvmp_complete_mmio(vcpu);
+		if (r) {
+			r = r > 0 ? 0 : r;	/* > 0: another MMIO exit is set */
+			goto out;
+		}
+	}
 
 	for (;;) {
 		if (run->immediate_exit || kvmp_os_signal_pending()) {

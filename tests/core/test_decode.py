@@ -173,3 +173,41 @@ def test_cr_write_decoder_refuses_other_forms():
     out = ffi.new("struct kvmp_cr_insn *")
     for code in (b"\x0f\x20\xc0", b"\x0f\x01\x30", b"\x0f\x01\xd0", b"\x90", b"\x0f"):
         assert lib.kvmp_decode_cr_write(code, len(code), 32, out) < 0, code.hex()
+
+
+STRING_OPS = {0xA4: ("MOVS", 3), 0xA5: ("MOVS", 3), 0xAA: ("STOS", 1), 0xAB: ("STOS", 1),
+              0xAC: ("LODS", 2), 0xAD: ("LODS", 2)}
+STRING_PREFIXES = [0x66, 0x67, 0xF2, 0xF3, 0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65]
+SEGMENTS = [ix.Register.ES, ix.Register.CS, ix.Register.SS, ix.Register.DS, ix.Register.FS,
+            ix.Register.GS]
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.sampled_from([16, 32, 64]), st.lists(st.sampled_from(STRING_PREFIXES), max_size=4),
+       st.booleans(), st.integers(0x40, 0x4F), st.sampled_from(sorted(STRING_OPS)))
+def test_string_decoder_agrees_with_iced_x86(mode, prefixes, use_rex, rex, op):
+    code = bytes(prefixes) + (bytes([rex]) if mode == 64 and use_rex else b"") + bytes([op])
+    ins = ix.Decoder(mode, code + b"\x90" * 4).decode()
+    n, insn = decode(code, mode)
+    assert ins.code != ix.Code.INVALID
+    assert n == ins.len == len(code)
+    name, kind = STRING_OPS[op]
+    assert insn.string == {"MOVS": 1, "STOS": 2, "LODS": 3}[name]
+    assert ix.Mnemonic.__dict__  # iced's names are there for the messages below
+    assert insn.kind == kind, ins
+    assert insn.mem_size == ix.MemorySizeExt.size(ins.memory_size), ins
+    assert bool(insn.rep) == (ins.has_rep_prefix or ins.has_repne_prefix), ins
+    # rDI's (or for LODS rSI's) width is the address size
+    mem = 0 if name in ("MOVS", "STOS") else 1
+    kinds = {ix.OpKind.MEMORY_ESDI: 2, ix.OpKind.MEMORY_ESEDI: 4, ix.OpKind.MEMORY_ESRDI: 8,
+             ix.OpKind.MEMORY_SEG_SI: 2, ix.OpKind.MEMORY_SEG_ESI: 4,
+             ix.OpKind.MEMORY_SEG_RSI: 8}
+    assert insn.addr_size == kinds[ins.op_kind(mem)], ins
+    if name != "STOS":
+        seg = ins.memory_segment
+        if mode == 64 and seg not in (ix.Register.FS, ix.Register.GS):
+            assert insn.seg < 4, ins  # iced names an ignored prefix; the base is 0 either way
+        else:
+            assert SEGMENTS[insn.seg] == seg, ins
+    if name != "MOVS":
+        assert insn.reg == 0 and insn.reg_size == insn.mem_size

@@ -163,12 +163,13 @@ def ld64(inputs: Inputs, jobs: int = 2) -> Path:
 
 
 def compile_all(inputs: Inputs, obj: Path) -> list[Path]:
-    """core/*.c, core/vmx_enter.S, kext/*.c and kext/*.cpp into obj/."""
+    """core/*.c, core/vmx_enter.S, core/svm_enter.S, kext/*.c and kext/*.cpp into obj/."""
     inc: list[str | Path] = ["-I", inputs.headers, "-I", ROOT / "include", "-I", ROOT / "core"]
     objects = []
     sources = [
         *sorted((ROOT / "core").glob("*.c")),
         ROOT / "core" / "vmx_enter.S",
+        ROOT / "core" / "svm_enter.S",
         *sorted((ROOT / "kext").glob("*.c")),
         *sorted((ROOT / "kext").glob("*.cpp")),
     ]

@@ -41,12 +41,13 @@ def main(argv: list[str] | None = None) -> int:
                 f = qemu_boot(device, args.qemu, machine)
                 table.setdefault(f.name, {})[device] = f
     ref = args.device[0]
-    head = f"{'benchmark':<46}" + "".join(f"{d:>16}" for d in args.device)
+    width = max(len(f"{name} ({row[ref].unit})") for name, row in table.items()) + 2
+    head = f"{'benchmark':<{width}}" + "".join(f"{d:>16}" for d in args.device)
     head += "".join(f"{'ratio ' + d.rsplit('/', 1)[-1]:>18}" for d in args.device[1:])
     print(head)
     for name, row in table.items():
         unit = next(iter(row.values())).unit
-        line = f"{name + ' (' + unit + ')':<46}"
+        line = f"{name + ' (' + unit + ')':<{width}}"
         line += "".join(f"{row[d].value:>16.2f}" for d in args.device)
         line += "".join(f"{row[d].value / row[ref].value:>18.2f}" for d in args.device[1:])
         print(line)

@@ -53,17 +53,15 @@ static bool kvmp_feature_bit(u32 ebx, u32 ecx, u8 reg, u8 bit)
  * CR4.PKE could change the VMM thread's protection keys.  Nor is VMXE:
  * kvmport offers no nested virtualization (kvm_intel does, with nested=1).
  */
-static u64 kvmp_cr4_reserved(struct kvmp_vcpu *vcpu)
+/* CR4 bits for features the host CPU lacks: fixed, so found once */
+static u64 kvmp_host_cr4_rsvd;
+
+void kvmp_check_init(void)
 {
-	u64 rsvd = ~CR4_KNOWN | CR4_PKE | CR4_VMXE;
-	const struct kvmp_cpuid_entry2 *e;
 	u32 max, a, b, c, d;
 	unsigned int i;
 
-	/* OSXSAVE only where the host switches XSAVE state (its OS turned it on) */
-	if (!kvmp_xcr0_supported)
-		rsvd |= KVMP_CR4_OSXSAVE;
-
+	kvmp_host_cr4_rsvd = 0;
 	kvmp_cpuid(0, 0, &max, &b, &c, &d);
 	for (i = 0; i < ARRAY_SIZE(kvmp_cr4_features); i++) {
 		a = b = c = d = 0;
@@ -71,9 +69,21 @@ static u64 kvmp_cr4_reserved(struct kvmp_vcpu *vcpu)
 			kvmp_cpuid(kvmp_cr4_features[i].leaf, 0, &a, &b, &c, &d);
 		if (!kvmp_feature_bit(b, c, kvmp_cr4_features[i].reg,
 				      kvmp_cr4_features[i].bit))
-			rsvd |= kvmp_cr4_features[i].cr4;
-		if (!vcpu->cpuid_nent)
-			continue;
+			kvmp_host_cr4_rsvd |= kvmp_cr4_features[i].cr4;
+	}
+}
+
+/* every guest CR4 write checks against this: no host CPUID here */
+static u64 kvmp_cr4_reserved(struct kvmp_vcpu *vcpu)
+{
+	u64 rsvd = ~CR4_KNOWN | CR4_PKE | CR4_VMXE | kvmp_host_cr4_rsvd;
+	const struct kvmp_cpuid_entry2 *e;
+	unsigned int i;
+
+	/* OSXSAVE only where the host switches XSAVE state (its OS turned it on) */
+	if (!kvmp_xcr0_supported)
+		rsvd |= KVMP_CR4_OSXSAVE;
+	for (i = 0; vcpu->cpuid_nent && i < ARRAY_SIZE(kvmp_cr4_features); i++) {
 		e = kvmp_find_cpuid(vcpu, kvmp_cr4_features[i].leaf, 0);
 		if (!e || !kvmp_feature_bit(e->ebx, e->ecx,
 					    kvmp_cr4_features[i].reg,

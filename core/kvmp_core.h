@@ -76,6 +76,7 @@ struct kvmp_vm {
 	/* bumped when mappings go away: VCPUs flush their TLB before re-entry */
 	u32 tlb_generation;
 	u64 kvm_wall_clock;		/* the old KVM wall-clock MSR, per VM */
+	u64 id;				/* unique while the module lives (never 0) */
 	void *arch;			/* the backend's per-VM state */
 };
 
@@ -238,6 +239,7 @@ struct kvmp_cpuid_entry2 *kvmp_find_cpuid(struct kvmp_vcpu *vcpu, u32 leaf,
 					  u32 subleaf);
 int kvmp_get_supported_cpuid(u64 uarg);
 void kvmp_build_supported_cpuid(void);
+void kvmp_check_init(void);	/* kvmp_check.c: the host's fixed CR4 limits */
 void kvmp_emulate_cpuid(struct kvmp_vcpu *vcpu, u64 guest_cr4, u32 *eax,
 			u32 *ebx, u32 *ecx, u32 *edx);
 /* XSAVE state components: x87, SSE, AVX (the upper halves of YMM0-15) */
@@ -270,6 +272,7 @@ unsigned int kvmp_fetch_insn(struct kvmp_vcpu *vcpu, const struct kvmp_regs *reg
 int kvmp_exit_mmio(struct kvmp_vcpu *vcpu, u64 gpa, const u8 *insn_bytes,
 		   unsigned int insn_len);
 int kvmp_vcpu_run(struct kvmp_vcpu *vcpu);
+void kvmp_spec_vm_switch(u64 *cpu_last_vm, const struct kvmp_vm *vm);
 void kvmp_internal_error(struct kvmp_vcpu *vcpu, u32 suberror, u64 data0,
 			 u64 data1);
 

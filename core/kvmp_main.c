@@ -40,6 +40,7 @@ int kvmp_core_init(void)
 			return r;
 		}
 	}
+	kvmp_check_init();
 	kvmp_build_supported_cpuid();
 	if (kvmp_backend)
 		kvmp_info("backend %s ready\n", kvmp_backend->name);
@@ -91,7 +92,6 @@ int kvmp_check_extension(unsigned long cap)
 	case KVMP_CAP_SET_TSS_ADDR:
 	case KVMP_CAP_EXT_CPUID:
 	case KVMP_CAP_MP_STATE:
-	case KVMP_CAP_SYNC_MMU:
 	case KVMP_CAP_DESTROY_MEMORY_REGION_WORKS:
 	case KVMP_CAP_USER_NMI:
 	case KVMP_CAP_JOIN_MEMORY_REGIONS_WORKS:
@@ -101,6 +101,9 @@ int kvmp_check_extension(unsigned long cap)
 	case KVMP_CAP_IRQ_ROUTING:
 		/* QEMU 7.2 wants a non-zero answer; there is no routing to do */
 		return 1;
+	case KVMP_CAP_SYNC_MMU:
+		/* pinned pages, no MMU notifier: the guest keeps a page the VMM drops */
+		return 0;
 	case KVMP_CAP_NR_VCPUS:
 	case KVMP_CAP_MAX_VCPUS:
 		return KVMP_MAX_VCPUS;
@@ -162,6 +165,8 @@ long kvmp_system_ioctl(unsigned int ioctl, unsigned long arg)
 }
 
 /* --- VMs ----------------------------------------------------------------------- */
+static u64 kvmp_vm_ids;
+
 int kvmp_vm_create(unsigned long type, struct kvmp_vm **vmp)
 {
 	struct kvmp_vm *vm;
@@ -182,6 +187,7 @@ int kvmp_vm_create(unsigned long type, struct kvmp_vm **vmp)
 	if (!vm->lock)
 		goto free_vm;
 	vm->refs = 1;
+	vm->id = __atomic_add_fetch(&kvmp_vm_ids, 1, __ATOMIC_RELAXED);
 	r = kvmp_backend->vm_init(vm);
 	if (r)
 		goto free_lock;

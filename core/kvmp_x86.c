@@ -44,6 +44,7 @@
 
 static struct kvmp_cpuid_entry2 kvmp_supported[32];
 static bool kvmp_amd;		/* AMD or Hygon: kvm_amd's MSRs, else kvm_intel's */
+static bool kvmp_host_ibpb;	/* the CPU has the indirect branch prediction barrier */
 static u32 kvmp_supported_nent;
 u64 kvmp_xcr0_supported;
 u64 kvmp_host_xcr0;
@@ -167,6 +168,17 @@ void kvmp_build_supported_cpuid(void)
 	kvmp_cpuid(0, 0, &max, &b, &c, &d);
 	/* "AuthenticAMD" and "HygonGenuine" (EBX "Auth" / "Hygo") */
 	kvmp_amd = b == 0x68747541 || b == 0x6f677948;
+	/* IBPB: CPUID 7.0 EDX[26] (Intel's SPEC_CTRL), 0x80000008 EBX[12] (AMD) */
+	kvmp_host_ibpb = false;
+	if (max >= 7) {
+		kvmp_cpuid(7, 0, &a, &b, &c, &d);
+		kvmp_host_ibpb = d & BIT(26);
+	}
+	kvmp_cpuid(0x80000000, 0, &a, &b, &c, &d);
+	if (a >= 0x80000008) {
+		kvmp_cpuid(0x80000008, 0, &a, &b, &c, &d);
+		kvmp_host_ibpb |= !!(b & BIT(12));
+	}
 	kvmp_add_leaf(0, 0, 0);
 	kvmp_add_leaf(1, 0, 0);
 	if (max >= 7)
@@ -1226,12 +1238,11 @@ int kvmp_emulate_rdpmc(struct kvmp_vcpu *vcpu, u32 ecx, unsigned int cpl,
 		       u64 cr0, u64 cr4, u64 *value)
 {
 	const struct kvmp_cpuid_entry2 *e;
-	u32 a, vendor, c, d, idx = ecx & ~(3U << 30), counters;
+	u32 idx = ecx & ~(3U << 30), counters;
 
 	if (cpl && (cr0 & KVMP_CR0_PE) && !(cr4 & KVMP_CR4_PCE))
 		return -KVMP_EINVAL;
-	kvmp_cpuid(0, 0, &a, &vendor, &c, &d);
-	if (vendor == 0x756e6547) {	/* "Genu"ineIntel: CPUID 0xa's counters */
+	if (!kvmp_amd) {	/* Intel's PMU: CPUID 0xa's counters */
 		e = kvmp_find_cpuid(vcpu, 0xa, 0);
 		if (!e || !(e->eax & 0xff))
 			counters = 0;
@@ -1287,6 +1298,24 @@ static void kvmp_inject_pending(struct kvmp_vcpu *vcpu)
 	}
 	be->set_windows(vcpu, vcpu->pending_irq >= 0 ||
 			vcpu->run->request_interrupt_window, nmi_window);
+}
+
+#define MSR_PRED_CMD	0x49
+#define PRED_CMD_IBPB	1
+
+/*
+ * Branch predictions one VM trained must not steer another's: a barrier when
+ * a CPU starts running a VCPU of another VM than the one it last ran (as
+ * Linux's KVM; the RSB is filled at every exit, in the entry code).  The
+ * backend keeps *cpu_last_vm per CPU; preemption off.
+ */
+void kvmp_spec_vm_switch(u64 *cpu_last_vm, const struct kvmp_vm *vm)
+{
+	if (*cpu_last_vm == vm->id)
+		return;
+	*cpu_last_vm = vm->id;
+	if (kvmp_host_ibpb)
+		kvmp_wrmsr(MSR_PRED_CMD, PRED_CMD_IBPB);
 }
 
 int kvmp_vcpu_run(struct kvmp_vcpu *vcpu)

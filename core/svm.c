@@ -21,6 +21,7 @@ struct svm_cpu {
 	u32 next_asid;
 	bool flush_all;
 	bool enabled;		/* by us: only then do we turn it off */
+	u64 last_vm;		/* the id of the VM that ran here last */
 };
 
 static struct svm_cpu *svm_cpus;
@@ -43,6 +44,10 @@ struct svm_enter {
 	u64 vmcb_pa;
 	u64 host_vmcb_pa;
 };
+/* svm_enter.S's E_VMCB and E_HOST_VMCB */
+_Static_assert(__builtin_offsetof(struct svm_enter, vmcb_pa) == 128 &&
+	       __builtin_offsetof(struct svm_enter, host_vmcb_pa) == 136,
+	       "svm_enter.S knows this layout");
 
 struct svm_vcpu {
 	struct svm_enter enter;
@@ -595,70 +600,8 @@ static void svm_complete_virq(struct kvmp_vcpu *vcpu)
 }
 
 /* --- entering the guest -------------------------------------------------------- */
-/*
- * With GIF clear and the host's interrupts enabled (so a host interrupt
- * becomes an INTR exit): save the host's VMSAVE state, load the guest's GPRs
- * and VMLOAD state, VMRUN, and undo it all on #VMEXIT.  RBP is saved by hand
- * because it may be the frame pointer.
- */
-static void svm_enter_guest(struct svm_enter *e)
-{
-	asm volatile(
-		"push %%rbp\n\t"
-		"push %%rax\n\t"
-		"mov %c[host](%%rax), %%rax\n\t"
-		"vmsave %%rax\n\t"
-		"mov (%%rsp), %%rax\n\t"
-		"mov %c[rcx](%%rax), %%rcx\n\t"
-		"mov %c[rdx](%%rax), %%rdx\n\t"
-		"mov %c[rbx](%%rax), %%rbx\n\t"
-		"mov %c[rbp](%%rax), %%rbp\n\t"
-		"mov %c[rsi](%%rax), %%rsi\n\t"
-		"mov %c[rdi](%%rax), %%rdi\n\t"
-		"mov %c[r8](%%rax), %%r8\n\t"
-		"mov %c[r9](%%rax), %%r9\n\t"
-		"mov %c[r10](%%rax), %%r10\n\t"
-		"mov %c[r11](%%rax), %%r11\n\t"
-		"mov %c[r12](%%rax), %%r12\n\t"
-		"mov %c[r13](%%rax), %%r13\n\t"
-		"mov %c[r14](%%rax), %%r14\n\t"
-		"mov %c[r15](%%rax), %%r15\n\t"
-		"mov %c[vmcb](%%rax), %%rax\n\t"
-		"vmload %%rax\n\t"
-		"vmrun %%rax\n\t"
-		"vmsave %%rax\n\t"
-		"xchg (%%rsp), %%rax\n\t"
-		"mov %%rcx, %c[rcx](%%rax)\n\t"
-		"mov %%rdx, %c[rdx](%%rax)\n\t"
-		"mov %%rbx, %c[rbx](%%rax)\n\t"
-		"mov %%rbp, %c[rbp](%%rax)\n\t"
-		"mov %%rsi, %c[rsi](%%rax)\n\t"
-		"mov %%rdi, %c[rdi](%%rax)\n\t"
-		"mov %%r8, %c[r8](%%rax)\n\t"
-		"mov %%r9, %c[r9](%%rax)\n\t"
-		"mov %%r10, %c[r10](%%rax)\n\t"
-		"mov %%r11, %c[r11](%%rax)\n\t"
-		"mov %%r12, %c[r12](%%rax)\n\t"
-		"mov %%r13, %c[r13](%%rax)\n\t"
-		"mov %%r14, %c[r14](%%rax)\n\t"
-		"mov %%r15, %c[r15](%%rax)\n\t"
-		"mov %c[host](%%rax), %%rax\n\t"
-		"vmload %%rax\n\t"
-		"add $8, %%rsp\n\t"
-		"pop %%rbp\n\t"
-		: "+a"(e)
-		: [host] "i"(__builtin_offsetof(struct svm_enter, host_vmcb_pa)),
-		  [vmcb] "i"(__builtin_offsetof(struct svm_enter, vmcb_pa)),
-		  [rcx] "i"(KVMP_RCX * 8), [rdx] "i"(KVMP_RDX * 8),
-		  [rbx] "i"(KVMP_RBX * 8), [rbp] "i"(KVMP_RBP * 8),
-		  [rsi] "i"(KVMP_RSI * 8), [rdi] "i"(KVMP_RDI * 8),
-		  [r8] "i"(KVMP_R8 * 8), [r9] "i"(KVMP_R9 * 8),
-		  [r10] "i"(KVMP_R10 * 8), [r11] "i"(KVMP_R11 * 8),
-		  [r12] "i"(KVMP_R12 * 8), [r13] "i"(KVMP_R13 * 8),
-		  [r14] "i"(KVMP_R14 * 8), [r15] "i"(KVMP_R15 * 8)
-		: "rbx", "rcx", "rdx", "rsi", "rdi", "r8", "r9", "r10", "r11",
-		  "r12", "r13", "r14", "r15", "memory", "cc");
-}
+/* svm_enter.S */
+void kvmp_svm_enter(struct svm_enter *e);
 
 /* a fresh ASID when the VCPU changed CPU or the CPU ran out; preemption off */
 static void svm_prepare_asid(struct kvmp_vcpu *vcpu, struct svm_cpu *c, int cpu)
@@ -738,13 +681,14 @@ static int svm_run(struct kvmp_vcpu *vcpu)
 	cpu = kvmp_os_cpu();
 	c = &svm_cpus[cpu];
 	kvmp_vcpu_guest_enter(vcpu, cpu);	/* before the TLB generation */
+	kvmp_spec_vm_switch(&c->last_vm, vcpu->vm);
 	svm_prepare_asid(vcpu, c, cpu);
 	svm->enter.host_vmcb_pa = c->host_vmcb_pa;
 	kvmp_fpu_load_guest(vcpu);
 
 	asm volatile("clgi" ::: "memory");
 	kvmp_os_irq_enable();	/* GIF=0 holds them until VMRUN sets it */
-	svm_enter_guest(&svm->enter);
+	kvmp_svm_enter(&svm->enter);
 	kvmp_os_irq_disable();
 	asm volatile("stgi" ::: "memory");
 	kvmp_vcpu_guest_exit(vcpu);

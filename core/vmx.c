@@ -31,6 +31,7 @@ struct vmx_cpu {
 	void *vmxon;
 	u64 vmxon_pa;
 	bool on;		/* VMXON done by us: only then VMXOFF */
+	u64 last_vm;		/* the id of the VM that ran here last */
 };
 
 static struct vmx_cpu *vmx_cpus;
@@ -1264,6 +1265,7 @@ static int vmx_run(struct kvmp_vcpu *vcpu)
 	kvmp_os_irq_disable();
 	cpu = kvmp_os_cpu();
 	kvmp_vcpu_guest_enter(vcpu, cpu);	/* before the TLB generation */
+	kvmp_spec_vm_switch(&vmx_cpus[cpu].last_vm, vcpu->vm);
 	kvmp_fpu_load_guest(vcpu);
 	r = vmx_enter(vcpu, cpu);
 	kvmp_fpu_save_guest(vcpu);

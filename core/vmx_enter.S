@@ -11,39 +11,8 @@
  * registers are saved here; VM exit restores RSP (HOST_RSP, written here)
  * and RIP (HOST_RIP = kvmp_vmx_exit_point), nothing else.
  */
-#if defined(__KERNEL__) && defined(__linux__)
-#include <linux/linkage.h>	/* RET: the return thunk where the host uses one */
-#define KVMP_RET	RET
-#else
-#define KVMP_RET	ret
-#endif
+#include "kvmp_asm.inc.S"
 
-/* Mach-O (XNU) names C symbols with a leading underscore and has no .type/.size */
-#ifdef __APPLE__
-#define KVMP_SYM(name)		_##name
-#define KVMP_FUNC_TYPE(name)
-#define KVMP_FUNC_SIZE(name)
-#else
-#define KVMP_SYM(name)		name
-#define KVMP_FUNC_TYPE(name)	.type name, @function
-#define KVMP_FUNC_SIZE(name)	.size name, . - name
-#endif
-
-#define G_RAX	0
-#define G_RCX	8
-#define G_RDX	16
-#define G_RBX	24
-#define G_RBP	40
-#define G_RSI	48
-#define G_RDI	56
-#define G_R8	64
-#define G_R9	72
-#define G_R10	80
-#define G_R11	88
-#define G_R12	96
-#define G_R13	104
-#define G_R14	112
-#define G_R15	120
 #define VMCS_HOST_RSP	0x6c14
 
 	.text
@@ -78,15 +47,16 @@ KVMP_SYM(kvmp_vmx_enter):
 	mov	G_RDI(%rdi), %rdi
 	jne	1f
 	vmlaunch
-	jmp	.Lfail
+	jmp	.Lexit
 1:	vmresume
-.Lfail:
-	pop	%rdi
-	mov	$1, %eax
-	jmp	.Lout
-
+	/*
+	 * A failed VMLAUNCH/VMRESUME goes on here with CF or ZF set; a VM exit
+	 * arrives with RFLAGS 0x2 (HOST_RIP).  Up to the SETBE nothing below
+	 * touches the flags, and the registers hold the guest's values either way.
+	 */
 	.globl	KVMP_SYM(kvmp_vmx_exit_point)
 KVMP_SYM(kvmp_vmx_exit_point):
+.Lexit:
 	xchg	%rdi, (%rsp)		/* gprs; the guest's RDI on the stack */
 	mov	%rax, G_RAX(%rdi)
 	mov	%rcx, G_RCX(%rdi)
@@ -104,6 +74,9 @@ KVMP_SYM(kvmp_vmx_exit_point):
 	mov	%r15, G_R15(%rdi)
 	pop	%rax
 	mov	%rax, G_RDI(%rdi)
+	setbe	%al			/* 1: the entry failed */
+	movzbl	%al, %eax
+	KVMP_FILL_RSB
 	/* leave no guest value in a register the caller may use speculatively */
 	xor	%ecx, %ecx
 	xor	%edx, %edx
@@ -113,7 +86,10 @@ KVMP_SYM(kvmp_vmx_exit_point):
 	xor	%r9d, %r9d
 	xor	%r10d, %r10d
 	xor	%r11d, %r11d
-	xor	%eax, %eax
+	jmp	.Lout
+.Lfail:					/* no HOST_RSP: nothing was entered */
+	pop	%rdi
+	mov	$1, %eax
 .Lout:
 	pop	%r15
 	pop	%r14

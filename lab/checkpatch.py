@@ -58,14 +58,14 @@ def checkpatch_pl() -> Path:
 
 
 def sources(dirs: list[str]) -> list[Path]:
-    """C files under dirs that are tracked or about to be (not Kbuild's *.mod.c etc.)."""
+    """C and assembler files under dirs, tracked or about to be (not Kbuild's *.mod.c)."""
     out = run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", *dirs],
         cwd=REPO,
         capture=True,
     )
     return sorted(
-        REPO / p for p in out.split("\0") if p.endswith((".c", ".h")) and (REPO / p).exists()
+        REPO / p for p in out.split("\0") if p.endswith((".c", ".h", ".S")) and (REPO / p).exists()
     )
 
 

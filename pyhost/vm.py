@@ -52,6 +52,13 @@ class GuestMemory:
         off = self._offset(gpa, len(data))
         self.view[off:off + len(data)] = data
 
+    def discard(self, gpa: int, length: int) -> None:
+        """Give whole pages back to the host (MADV_DONTNEED): they read as zeros again,
+        in the guest too where the device keeps in step (KVM_CAP_SYNC_MMU)."""
+        if gpa % PAGE_SIZE or length % PAGE_SIZE:
+            raise GuestMemoryError(f"discard needs whole pages: {gpa:#x}+{length:#x}")
+        self._map.madvise(mmap.MADV_DONTNEED, self._offset(gpa, length), length)
+
     def read_u32(self, gpa: int) -> int:
         return int.from_bytes(self.read(gpa, 4), "little")
 

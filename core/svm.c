@@ -22,6 +22,7 @@ struct svm_cpu {
 	bool flush_all;
 	bool enabled;		/* by us: only then do we turn it off */
 	u64 last_vm;		/* the id of the VM that ran here last */
+	u64 host_tsc_aux;	/* this CPU's TSC_AUX, hidden from guests (RDPID) */
 };
 
 static struct svm_cpu *svm_cpus;
@@ -30,6 +31,7 @@ static void *svm_iopm, *svm_msrpm;
 static u64 svm_iopm_pa, svm_msrpm_pa;
 static u32 svm_max_asid;
 static bool svm_has_nrips, svm_has_decode_assists, svm_has_flush_by_asid;
+static bool svm_host_rdpid;	/* RDPID: TSC_AUX is switched around VMRUN */
 
 #define SVM_IOPM_PAGES	3
 #define SVM_MSRPM_PAGES	2
@@ -109,6 +111,12 @@ static int svm_hardware_setup(void)
 	svm_has_nrips = d & (1U << 3);
 	svm_has_flush_by_asid = d & (1U << 6);
 	svm_has_decode_assists = d & (1U << 7);
+	/* RDPID (CPUID 7.0 ECX[22]) reads TSC_AUX and no intercept stops it */
+	kvmp_cpuid(0, 0, &a, &b, &c, &d);
+	if (a >= 7) {
+		kvmp_cpuid(7, 0, &a, &b, &c, &d);
+		svm_host_rdpid = c & (1U << 22);
+	}
 	if (svm_max_asid < 1)
 		goto no_svm;
 
@@ -153,6 +161,8 @@ static int svm_cpu_enable(void *unused)
 	kvmp_wrmsr(MSR_EFER, efer | EFER_SVME);
 	kvmp_wrmsr(MSR_VM_HSAVE_PA, c->hsave_pa);
 	c->enabled = true;
+	/* the host set it (its CPU number) when the CPU came up */
+	c->host_tsc_aux = svm_host_rdpid ? kvmp_rdmsr(MSR_TSC_AUX) : 0;
 	c->asid_generation++;
 	c->next_asid = 1;
 	c->flush_all = true;	/* whoever used these ASIDs before us */
@@ -686,11 +696,19 @@ static int svm_run(struct kvmp_vcpu *vcpu)
 	svm->enter.host_vmcb_pa = c->host_vmcb_pa;
 	kvmp_fpu_load_guest(vcpu);
 
+	/*
+	 * The guest's TSC_AUX is 0 (CPUID offers neither RDTSCP nor RDPID);
+	 * the host's is back before any host code can read it.
+	 */
+	if (c->host_tsc_aux)
+		kvmp_wrmsr(MSR_TSC_AUX, 0);
 	asm volatile("clgi" ::: "memory");
 	kvmp_os_irq_enable();	/* GIF=0 holds them until VMRUN sets it */
 	kvmp_svm_enter(&svm->enter);
 	kvmp_os_irq_disable();
 	asm volatile("stgi" ::: "memory");
+	if (c->host_tsc_aux)
+		kvmp_wrmsr(MSR_TSC_AUX, c->host_tsc_aux);
 	kvmp_vcpu_guest_exit(vcpu);
 
 	kvmp_fpu_save_guest(vcpu);

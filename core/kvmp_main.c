@@ -61,7 +61,9 @@ static int kvmp_hardware_get(void)
 {
 	int r = 0;
 
+	/* no CPU comes or goes meanwhile: kvmp_cpu_online reads the count */
 	kvmp_os_mutex_lock(kvmp_global_lock);
+	kvmp_os_cpus_lock();
 	if (kvmp_vm_count == 0) {
 		r = kvmp_os_on_each_cpu(kvmp_backend->cpu_enable, NULL);
 		if (r)	/* some CPUs may be on: turn them all off again */
@@ -69,6 +71,7 @@ static int kvmp_hardware_get(void)
 	}
 	if (!r)
 		kvmp_vm_count++;
+	kvmp_os_cpus_unlock();
 	kvmp_os_mutex_unlock(kvmp_global_lock);
 	return r;
 }
@@ -76,9 +79,36 @@ static int kvmp_hardware_get(void)
 static void kvmp_hardware_put(void)
 {
 	kvmp_os_mutex_lock(kvmp_global_lock);
+	kvmp_os_cpus_lock();
 	if (--kvmp_vm_count == 0)
 		kvmp_os_on_each_cpu(kvmp_backend->cpu_disable, NULL);
+	kvmp_os_cpus_unlock();
 	kvmp_os_mutex_unlock(kvmp_global_lock);
+}
+
+/*
+ * CPU hotplug and power events (the port calls these on the CPU concerned,
+ * with CPUs held still): while VMs exist every online CPU has
+ * virtualization on, so a VCPU may run wherever the scheduler puts it.
+ */
+int kvmp_cpu_online(void)
+{
+	if (!kvmp_backend || !kvmp_vm_count)
+		return 0;
+	return kvmp_backend->cpu_enable(NULL);
+}
+
+void kvmp_cpu_offline(void)
+{
+	if (kvmp_backend && kvmp_vm_count)
+		kvmp_backend->cpu_disable(NULL);
+}
+
+/* a reboot: off everywhere (a VCPU that tries to enter then waits) */
+void kvmp_reboot(void)
+{
+	if (kvmp_backend)
+		kvmp_os_on_each_cpu(kvmp_backend->cpu_disable, NULL);
 }
 
 /* --- capabilities ------------------------------------------------------- */

@@ -101,6 +101,9 @@ void kvmp_os_mutex_unlock(struct kvmp_os_mutex *m);
 
 /* --- CPUs, preemption, interrupts ------------------------------------------- */
 int kvmp_os_cpu(void);			/* the current CPU; call with preemption off */
+/* no CPU comes online or goes offline between these (CPU hotplug) */
+void kvmp_os_cpus_lock(void);
+void kvmp_os_cpus_unlock(void);
 int kvmp_os_cpu_count(void);		/* highest possible CPU number + 1 */
 void kvmp_os_irq_enable(void);	/* for the guest-entry window only */
 void kvmp_os_irq_disable(void);

@@ -40,4 +40,12 @@ long kvmp_vcpu_ioctl(struct kvmp_vcpu *vcpu, unsigned int ioctl,
 		     unsigned long arg);
 u64 kvmp_vcpu_run_page_pa(struct kvmp_vcpu *vcpu, unsigned long pgoff);
 
+/*
+ * CPU hotplug, suspend/resume and reboot: online/offline on the CPU that
+ * comes or goes (or the last one, around suspend), CPUs held still.
+ */
+int kvmp_cpu_online(void);
+void kvmp_cpu_offline(void);
+void kvmp_reboot(void);
+
 #endif /* KVMPORT_CORE_KVMP_PORT_H */

@@ -156,6 +156,8 @@ static int svm_cpu_enable(void *unused)
 	struct svm_cpu *c = &svm_cpus[kvmp_os_cpu()];
 	u64 efer = kvmp_rdmsr(MSR_EFER);
 
+	if (c->enabled)		/* a CPU that came back online, say */
+		return 0;
 	if (efer & EFER_SVME)
 		return -KVMP_EBUSY;	/* another hypervisor has this CPU */
 	kvmp_wrmsr(MSR_EFER, efer | EFER_SVME);
@@ -690,6 +692,17 @@ static int svm_run(struct kvmp_vcpu *vcpu)
 	kvmp_os_irq_disable();
 	cpu = kvmp_os_cpu();
 	c = &svm_cpus[cpu];
+	/*
+	 * A CPU going offline (or a reboot) turned SVM off here, and the
+	 * scheduler has not moved this thread yet: VMRUN would fault.  Let the
+	 * run loop reschedule and come back.  Interrupts are off: it cannot
+	 * change before VMRUN.
+	 */
+	if (!c->enabled) {
+		kvmp_os_irq_enable();
+		kvmp_os_fpu_end();
+		return KVMP_REENTER;
+	}
 	kvmp_vcpu_guest_enter(vcpu, cpu);	/* before the TLB generation */
 	kvmp_spec_vm_switch(&c->last_vm, vcpu->vm);
 	svm_prepare_asid(vcpu, c, cpu);

@@ -363,6 +363,8 @@ static int vmx_cpu_enable(void *unused)
 	struct vmx_cpu *c = &vmx_cpus[kvmp_os_cpu()];
 	u64 fc = kvmp_rdmsr(MSR_FEATURE_CONTROL);
 
+	if (c->on)		/* a CPU that came back online, say */
+		return 0;
 	if (read_cr4() & CR4_VMXE)
 		return -KVMP_EBUSY;	/* another hypervisor has this CPU */
 	if (!(fc & FEATURE_CONTROL_LOCKED))	/* as Linux: enable, lock */
@@ -1264,6 +1266,12 @@ static int vmx_run(struct kvmp_vcpu *vcpu)
 	kvmp_os_fpu_begin();	/* preemption off until fpu_end */
 	kvmp_os_irq_disable();
 	cpu = kvmp_os_cpu();
+	/* VMX went off here (CPU going offline, reboot): see svm_run */
+	if (!vmx_cpus[cpu].on) {
+		kvmp_os_irq_enable();
+		kvmp_os_fpu_end();
+		return KVMP_REENTER;
+	}
 	kvmp_vcpu_guest_enter(vcpu, cpu);	/* before the TLB generation */
 	kvmp_spec_vm_switch(&vmx_cpus[cpu].last_vm, vcpu->vm);
 	kvmp_fpu_load_guest(vcpu);

@@ -229,6 +229,15 @@ int kvmp_os_cpu_count(void)
 	return (int)real_ncpus;
 }
 
+/* kexts see no CPU hotplug on XNU: nothing to hold still */
+void kvmp_os_cpus_lock(void)
+{
+}
+
+void kvmp_os_cpus_unlock(void)
+{
+}
+
 /* XNU exports no preemption control to kexts: interrupts off stand in for it */
 static void kvmp_darwin_preempt_disable(void)
 {

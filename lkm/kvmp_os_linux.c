@@ -4,6 +4,7 @@
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
+#include <linux/cpu.h>
 #include <linux/gfp.h>
 #include <linux/io.h>
 #include <linux/mm.h>
@@ -156,6 +157,16 @@ int kvmp_os_cpu(void)
 int kvmp_os_cpu_count(void)
 {
 	return nr_cpu_ids;
+}
+
+void kvmp_os_cpus_lock(void)
+{
+	cpus_read_lock();
+}
+
+void kvmp_os_cpus_unlock(void)
+{
+	cpus_read_unlock();
 }
 
 void kvmp_os_irq_enable(void)

@@ -8,14 +8,17 @@
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
 #include <linux/anon_inodes.h>
+#include <linux/cpuhotplug.h>
 #include <linux/file.h>
 #include <linux/fs.h>
 #include <linux/miscdevice.h>
 #include <linux/mm.h>
 #include <linux/mman.h>
 #include <linux/module.h>
+#include <linux/reboot.h>
 #include <linux/sched/mm.h>
 #include <linux/slab.h>
+#include <linux/syscore_ops.h>
 
 #include "kvmp_port.h"
 #include "kvmp_os_linux.h"
@@ -233,6 +236,73 @@ static struct miscdevice kvmport_dev = {
 	.mode = 0660,
 };
 
+/*
+ * CPU hotplug, suspend and reboot: a CPU that comes online while VMs exist
+ * gets virtualization on before the scheduler may run a VCPU there, and
+ * one that goes offline (or the machine, at suspend and reboot) gets it off.
+ */
+static enum cpuhp_state kvmport_cpuhp;
+
+static int kvmport_cpu_online(unsigned int cpu)
+{
+	return kvmp_cpu_online();
+}
+
+static int kvmport_cpu_offline(unsigned int cpu)
+{
+	kvmp_cpu_offline();
+	return 0;
+}
+
+static int kvmport_suspend(void)
+{
+	kvmp_cpu_offline();	/* the last CPU, interrupts off */
+	return 0;
+}
+
+static void kvmport_resume(void)
+{
+	if (kvmp_cpu_online())
+		pr_err("virtualization did not come back on after resume\n");
+}
+
+static struct syscore_ops kvmport_syscore = {
+	.suspend = kvmport_suspend,
+	.resume = kvmport_resume,
+};
+
+static int kvmport_reboot(struct notifier_block *nb, unsigned long code,
+			  void *unused)
+{
+	kvmp_reboot();
+	return NOTIFY_OK;
+}
+
+static struct notifier_block kvmport_reboot_nb = {
+	.notifier_call = kvmport_reboot,
+};
+
+static int kvmport_power_hooks(void)
+{
+	int r = cpuhp_setup_state_nocalls(CPUHP_AP_ONLINE_DYN, "kvmport:online",
+					  kvmport_cpu_online,
+					  kvmport_cpu_offline);
+
+	if (r < 0)
+		return r;
+	kvmport_cpuhp = r;
+	register_syscore_ops(&kvmport_syscore);
+	register_reboot_notifier(&kvmport_reboot_nb);
+	return 0;
+}
+
+static void kvmport_power_unhook(void)
+{
+	unregister_reboot_notifier(&kvmport_reboot_nb);
+	unregister_syscore_ops(&kvmport_syscore);
+	cpuhp_remove_state_nocalls(kvmport_cpuhp);
+}
+
 static int __init kvmport_init(void)
 {
 	int r;
@@ -240,6 +310,11 @@ static int __init kvmport_init(void)
 	r = kvmp_core_init();
 	if (r)
 		return r;
+	r = kvmport_power_hooks();
+	if (r) {
+		kvmp_core_exit();
+		return r;
+	}
 	if (as_kvm) {
 		kvmport_dev.minor = 232;	/* KVM_MINOR */
 		kvmport_dev.name = "kvm";
@@ -248,6 +323,7 @@ static int __init kvmport_init(void)
 	if (r) {
 		pr_err("cannot register /dev/%s: %d%s\n", kvmport_dev.name, r,
 		       as_kvm ? " (is Linux's kvm module loaded?)" : "");
+		kvmport_power_unhook();
 		kvmp_core_exit();
 		return r;
 	}
@@ -259,6 +335,7 @@ static int __init kvmport_init(void)
 static void __exit kvmport_exit(void)
 {
 	misc_deregister(&kvmport_dev);
+	kvmport_power_unhook();
 	kvmp_core_exit();
 	kvmp_os_report_leaks();
 	pr_info("unloaded\n");

@@ -112,6 +112,14 @@ void kvmp_os_mutex_unlock(struct kvmp_os_mutex *m)
 	m->held--;
 }
 
+void kvmp_os_cpus_lock(void)
+{
+}
+
+void kvmp_os_cpus_unlock(void)
+{
+}
+
 int kvmp_os_on_each_cpu(int (*fn)(void *arg), void *arg)
 {
 	return fn(arg);

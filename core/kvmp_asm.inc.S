@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: GPL-2.0 */
+/* SPDX-License-Identifier: GPL-2.0 OR MIT */
 /*
  * Included by the guest entry files (vmx_enter.S, svm_enter.S): symbol naming
  * per object format, the host's return instruction, and the return stack
@@ -54,18 +54,18 @@
  */
 .macro KVMP_FILL_RSB
 	mov	$16, %ecx
-.Lkvmp_rsb_loop\@:
+771:
 	ANNOTATE_INTRA_FUNCTION_CALL
-	call	.Lkvmp_rsb_a\@
+	call	772f
 	int3
-.Lkvmp_rsb_a\@:
+772:
 	ANNOTATE_INTRA_FUNCTION_CALL
-	call	.Lkvmp_rsb_b\@
+	call	773f
 	int3
-.Lkvmp_rsb_b\@:
+773:
 	add	$16, %rsp
 	dec	%ecx
-	jnz	.Lkvmp_rsb_loop\@
+	jnz	771b
 	lfence			/* no speculation past a mispredicted JNZ */
 .endm
 

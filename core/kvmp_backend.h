@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: GPL-2.0 */
+/* SPDX-License-Identifier: GPL-2.0 OR MIT */
 /*
  * The interface a hardware backend (core/svm.c, core/vmx.c) implements: the
  * ops the core calls.  The core's services a backend calls are in

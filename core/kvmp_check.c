@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0
+// SPDX-License-Identifier: GPL-2.0 OR MIT
 /*
  * Checks of guest state a VMM hands in, made once for every backend: what
  * Linux's KVM_SET_SREGS refuses with EINVAL (kvm_is_valid_sregs, its CR0

@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: GPL-2.0 */
+/* SPDX-License-Identifier: GPL-2.0 OR MIT */
 /*
  * The portable core's objects (VMs, VCPUs, memory slots) and the services its
  * files give each other and the backends.  Three headers, by audience:

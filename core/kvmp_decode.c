@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0
+// SPDX-License-Identifier: GPL-2.0 OR MIT
 /*
  * MMIO instruction decoder; see kvmp_decode.h.  Returns the length or a
  * negative errno: -KVMP_EAGAIN when more bytes are needed, -KVMP_EOPNOTSUPP

@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: GPL-2.0 */
+/* SPDX-License-Identifier: GPL-2.0 OR MIT */
 /*
  * A small x86 decoder for the instructions guests use to touch MMIO: MOV to
  * and from memory (register or immediate), MOVZX and MOVSX loads, the MOV

@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0
+// SPDX-License-Identifier: GPL-2.0 OR MIT
 /*
  * The guest's x87/SSE/AVX state, for every backend: the XSAVE area the core
  * keeps per VCPU, its reset value, KVM_GET/SET_FPU, and the switch around a

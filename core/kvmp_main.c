@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0
+// SPDX-License-Identifier: GPL-2.0 OR MIT
 /*
  * The three ioctl layers (system, VM, VCPU), each a flat switch that hands
  * the work to the function that does it, and the lifetimes of VMs and VCPUs.

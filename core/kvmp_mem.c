@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0
+// SPDX-License-Identifier: GPL-2.0 OR MIT
 /*
  * Guest memory: slots (KVM_SET_USER_MEMORY_REGION with Linux's checks and
  * errnos), lazy pinning of the pages the guest touches, copies to and from

@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: GPL-2.0 */
+/* SPDX-License-Identifier: GPL-2.0 OR MIT */
 /*
  * Model-specific register numbers, named once for the core and both backends
  * (Intel SDM vol. 4, AMD APM vol. 2 appendix A).

@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: GPL-2.0 */
+/* SPDX-License-Identifier: GPL-2.0 OR MIT */
 /*
  * What a port (lkm/, kext/) sees of the core: the entry points its fd
  * operations call, with VMs and VCPUs as opaque handles, and the list of

@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0
+// SPDX-License-Identifier: GPL-2.0 OR MIT
 /*
  * The two-dimensional page table (AMD nested paging, Intel EPT): four levels
  * of 512 entries mapping guest-physical to host-physical 4 KiB pages, built

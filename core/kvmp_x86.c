@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0
+// SPDX-License-Identifier: GPL-2.0 OR MIT
 /*
  * x86 logic shared by every backend: the CPUID the guest may see, the MSR
  * allow list, port I/O and MMIO exits (decoded and finished here, so the

@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0
+// SPDX-License-Identifier: GPL-2.0 OR MIT
 /*
  * The AMD SVM backend: EFER.SVME and a host save area per CPU, a VMCB per
  * VCPU, nested paging built lazily from the slots, ASIDs per CPU, and exit

@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: GPL-2.0 */
+/* SPDX-License-Identifier: GPL-2.0 OR MIT */
 /*
  * AMD SVM's hardware layouts and numbers: the VMCB, intercept and exit codes,
  * event injection, MSRs (AMD APM vol. 2, chapter 15 and appendix B).

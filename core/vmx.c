@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0
+// SPDX-License-Identifier: GPL-2.0 OR MIT
 /*
  * The Intel VMX backend: VMXON per CPU, a VMCS per VCPU, EPT built lazily
  * from the slots (core/kvmp_tdp.c), VPIDs when the CPU has them, and exit

@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: GPL-2.0 */
+/* SPDX-License-Identifier: GPL-2.0 OR MIT */
 /*
  * Intel VMX's numbers: VMCS field encodings, control bits, exit reasons and
  * the capability MSRs (Intel SDM vol. 3, chapters 24-27 and appendices A-C).

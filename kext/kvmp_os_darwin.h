@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: GPL-2.0 */
+/* SPDX-License-Identifier: GPL-2.0 OR MIT */
 /* What the Darwin port's files share beyond the OS contract. */
 #ifndef KVMPORT_KEXT_KVMP_OS_DARWIN_H
 #define KVMPORT_KEXT_KVMP_OS_DARWIN_H

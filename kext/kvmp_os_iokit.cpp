@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0
+// SPDX-License-Identifier: GPL-2.0 OR MIT
 /*
  * The part of the OS contract that only IOKit's C++ classes offer publicly:
  * wiring a user page (vslock is private KPI) and physically contiguous

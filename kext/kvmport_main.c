@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0
+// SPDX-License-Identifier: GPL-2.0 OR MIT
 /*
  * kvmport on XNU: kmod start and stop, the character device /dev/kvmport,
  * and its handles.  Every ioctl goes to the portable core

@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: GPL-2.0 */
+/* SPDX-License-Identifier: GPL-2.0 OR MIT */
 /* What the Linux port's files share beyond the OS contract. */
 #ifndef KVMPORT_LKM_KVMP_OS_LINUX_H
 #define KVMPORT_LKM_KVMP_OS_LINUX_H

@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0
+// SPDX-License-Identifier: GPL-2.0 OR MIT
 /*
  * kvmport on Linux: module entry, the device node, and the VM and VCPU file
  * descriptors.  Every ioctl goes to the portable core (core/kvmp_main.c),
@@ -345,4 +345,4 @@ module_init(kvmport_init);
 module_exit(kvmport_exit);
 
 MODULE_DESCRIPTION("kvmport: portable KVM-compatible hypervisor driver");
-MODULE_LICENSE("GPL");
+MODULE_LICENSE("Dual MIT/GPL");

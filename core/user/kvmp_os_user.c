@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0
+// SPDX-License-Identifier: GPL-2.0 OR MIT
 /*
  * The OS contract in userspace, for the core's pure-logic files (decoder,
  * CPUID and MSR filtering, slot bookkeeping) that tests drive directly.

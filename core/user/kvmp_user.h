@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: GPL-2.0 */
+/* SPDX-License-Identifier: GPL-2.0 OR MIT */
 /* What the userspace build adds for tests (core/user/). */
 #ifndef KVMPORT_CORE_USER_KVMP_USER_H
 #define KVMPORT_CORE_USER_KVMP_USER_H

@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0
+// SPDX-License-Identifier: GPL-2.0 OR MIT
 /*
  * A backend with no hardware behind it, so the core's slot, CPUID and MSR
  * logic can run in userspace under tests.  It records what the core asked of

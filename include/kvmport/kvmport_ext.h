@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: GPL-2.0 WITH Linux-syscall-note */
+/* SPDX-License-Identifier: (GPL-2.0 WITH Linux-syscall-note) OR MIT */
 /*
  * kvmport's extensions to the KVM API.  Nothing here exists in Linux; the
  * numbers are chosen so they cannot collide with Linux's.

@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: GPL-2.0 WITH Linux-syscall-note */
+/* SPDX-License-Identifier: (GPL-2.0 WITH Linux-syscall-note) OR MIT */
 /*
  * The kext ABI: the same commands as kvmport.h and kvmport_ext.h, through a
  * BSD ioctl layer (XNU's), which cannot carry Linux's encoding unchanged:

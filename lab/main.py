@@ -10,7 +10,7 @@ from pathlib import Path
 
 from lab.common import REPO, LabError, log, run
 from lab.kernel import lab_kernel
-from lab.kext import build_kext, host_can_load_modules, running_kernel_kdir
+from lab.module import build_module, host_can_load_modules, running_kernel_kdir
 from lab.runner import GUEST_DIR, report
 
 CPUS = ("svm", "vmx")
@@ -26,7 +26,7 @@ def run_lab(
     memory: str,
     cpus: int,
     verbose: bool,
-    build_kext_first: bool,
+    build_module_first: bool,
     pip: str,
 ) -> int:
     # SIGTERM (CI cancelling a job) unwinds like Ctrl-C, so the emulator is stopped.
@@ -38,11 +38,11 @@ def run_lab(
     k = lab_kernel(kernel)
     extra_env: dict[str, str] = {"KVMPORT_LAB_KERNEL": k.abi}
     prebuilt = os.environ.get("KVMPORT_KO")
-    if prebuilt and not build_kext_first:
+    if prebuilt and not build_module_first:
         # A module built elsewhere: it must live under build/ (the VMX disk copies build/lkm).
         extra_env["KVMPORT_KO"] = str(Path(prebuilt).resolve())
-    if build_kext_first:
-        ko = build_kext(k.headers, quiet=True)
+    if build_module_first:
+        ko = build_module(k.headers, quiet=True)
         extra_env["KVMPORT_KO"] = str(ko)
         log(f"built {ko.relative_to(REPO)} for {k.abi}")
     extra_env["KVMPORT_LAB_VMLINUZ"] = str(k.vmlinuz)  # Debian's own kernel, for boot tests
@@ -89,10 +89,10 @@ def build_and_load(*, kdir: Path | None, lab_kernel: bool, load: bool, cpu: str)
             kdir = running_kernel_kdir()
         else:
             kdir = lab_kernel_headers()
-    ko = build_kext(kdir)
+    ko = build_module(kdir)
     if not load:
         return 0
-    check = GUEST_DIR / "kext_check.py"
+    check = GUEST_DIR / "module_check.py"
     if local:
         log(f"loading {ko} on this host")
         try:
@@ -111,7 +111,7 @@ def build_and_load(*, kdir: Path | None, lab_kernel: bool, load: bool, cpu: str)
         memory="",
         cpus=2,
         verbose=False,
-        build_kext_first=True,
+        build_module_first=True,
         pip="",
     )
 

@@ -74,16 +74,16 @@ def _labs_side_by_side(c: Context) -> None:
     import subprocess
 
     from lab.kernel import lab_kernel
-    from lab.kext import build_kext
+    from lab.module import build_module
     from lab.pyenv import lab_python
 
     _prepare_lab(c)
-    ko = build_kext(lab_kernel(None).headers, quiet=True)
+    ko = build_module(lab_kernel(None).headers, quiet=True)
     lab_python()  # the labs' shared venv, made once: two labs making it at once collide
     env = dict(os.environ, KVMPORT_KO=str(ko))
     log_path = Path("build/lab/vmx-suite.log")
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    lab = [sys.executable, "-m", "invoke", "lab", "--no-kext"]
+    lab = [sys.executable, "-m", "invoke", "lab", "--no-module"]
     with log_path.open("w") as log:
         print(f"[ci] VMX lab suite started in the background; its output: {log_path}",
               flush=True)

@@ -48,7 +48,7 @@ def fuzz(
            'insmod "$KVMPORT_KO" && python3 -m lab.fuzz ' + shlex.join(args))
     try:
         status = run_lab(cpu="svm", argv=[cmd], kernel=None, timeout=timeout, boot_timeout=0,
-                         memory="", cpus=2, verbose=False, build_kext_first=True, pip="")
+                         memory="", cpus=2, verbose=False, build_module_first=True, pip="")
     except LabError as exc:
         raise Exit(f"lab: {exc}", code=125) from None
     if status:

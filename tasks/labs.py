@@ -29,7 +29,7 @@ def _argv_after_dashes(c: Context) -> list[str]:
         "memory": "guest memory (default 2G svm, 1024M vmx)",
         "cpus": "guest CPUs (svm only; default 2)",
         "verbose": "also stream the guest's boot log",
-        "no_kext": "do not build lkm/ for the lab kernel before booting",
+        "no_module": "do not build lkm/ for the lab kernel before booting",
         "pip": "extra pip requirements for the lab's Python (comma separated); it always has "
         "pyproject's dependencies + dev extras (minus ruff/mypy/invoke) and pytest",
     },
@@ -43,7 +43,7 @@ def lab(
     memory: str = "",
     cpus: int = 2,
     verbose: bool = False,
-    no_kext: bool = False,
+    no_module: bool = False,
     pip: str = "",
 ) -> None:
     """Boot a lab machine and run COMMAND in it: invoke lab --cpu svm|vmx -- COMMAND...
@@ -68,7 +68,7 @@ def lab(
             memory=memory,
             cpus=cpus,
             verbose=verbose,
-            build_kext_first=not no_kext,
+            build_module_first=not no_module,
             pip=pip,
         )
     except LabError as exc:

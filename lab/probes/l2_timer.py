@@ -1,6 +1,6 @@
 """Probe: does L1 get control while an L2 guest loops without exiting?
 
-Run inside a lab: `invoke lab --cpu vmx --no-kext -- python3 -m lab.probes.l2_timer 20000000`.
+Run inside a lab: `invoke lab --cpu vmx --no-module -- python3 -m lab.probes.l2_timer 20000000`.
 It runs a real-mode loop of N iterations (then OUT, HLT) on /dev/kvm in one thread while
 the main thread wakes every 50 ms, and prints how often it woke, the longest gap, and
 kvm's debugfs exit counters over the run. On hardware the main thread keeps waking and

@@ -108,7 +108,7 @@ def test_every_command_has_its_kext_encoding(tmp_path):
     assert res.returncode == 0, res.stderr
 
 
-def test_kext_numbers_from_the_bsd_definition(tmp_path):
+def test_module_numbers_from_the_bsd_definition(tmp_path):
     """Python's reading of <sys/ioccom.h> against the header, for every command pyhost has."""
     names = [n for n in commands() if hasattr(lib, n)]
     code = '#include "kvmport/kvmport_kext.h"\n' + "".join(
@@ -142,7 +142,7 @@ def _kext_headers(tmp_path: Path) -> Path:
     ("| 0xffffU)))", "| 0xffffffffU)))"),   # Linux's direction bits kept
     ("0x20000000U", "0x40000000U"),         # IOC_OUT, not IOC_VOID
 ])
-def test_the_kext_check_fails_on_a_wrong_header(tmp_path, mutation):
+def test_the_module_check_fails_on_a_wrong_header(tmp_path, mutation):
     broken = _kext_headers(tmp_path)
     text = (broken / "kvmport_kext.h").read_text()
     assert mutation[0] in text
@@ -152,7 +152,7 @@ def test_the_kext_check_fails_on_a_wrong_header(tmp_path, mutation):
     assert "static assertion failed" in res.stderr
 
 
-def test_the_kext_check_refuses_a_command_too_large_for_bsd(tmp_path):
+def test_the_module_check_refuses_a_command_too_large_for_bsd(tmp_path):
     broken = _kext_headers(tmp_path)
     ext = broken / "kvmport_ext.h"
     ext.write_text(ext.read_text().replace(
@@ -167,7 +167,7 @@ def test_the_kext_check_refuses_a_command_too_large_for_bsd(tmp_path):
 
 
 @pytest.mark.parametrize("host", ["linux", "apple"])
-def test_kext_envelope_layout(tmp_path, host):
+def test_module_envelope_layout(tmp_path, host):
     """Fixed offsets, no padding: the kext, lkm and any caller agree on them."""
     layout = {"kvmp_kext_call": {"cmd": 0, "flags": 4, "arg": 8, "result": 16, "": 24},
               "kvmp_kext_attach": {"kind": 0, "flags": 4, "id": 8, "": 16}}

@@ -15,10 +15,10 @@ dmesg | wc -l > "$mark" || exit 1
 export KVMPORT_DMESG_MARK="$mark"
 insmod "$KVMPORT_KO" || exit 1
 python3 -m pytest -ra -p no:cacheprovider tests/guests tests/unit tests/lab \
-	--ignore=tests/lab/test_kext.py --ignore=tests/lab/test_as_kvm.py \
+	--ignore=tests/lab/test_module.py --ignore=tests/lab/test_as_kvm.py \
 	--ignore=tests/lab/test_module_log.py \
 	--device /dev/kvm --device /dev/kvmport "$@" || status=1
 # unloads kvmport first, then the module's own load/unload tests
-python3 -m pytest -ra -p no:cacheprovider tests/lab/test_module_log.py tests/lab/test_kext.py \
+python3 -m pytest -ra -p no:cacheprovider tests/lab/test_module_log.py tests/lab/test_module.py \
 	tests/lab/test_as_kvm.py || status=1
 exit $status

@@ -16,5 +16,5 @@ insmod "$KVMPORT_KO" || exit 1
 exec python3 -m pytest -ra -p no:cacheprovider -m "kvm or lab" tests/unit/test_api.py \
 	tests/unit/test_backend.py tests/guests \
 	tests/lab/test_differential.py tests/lab/test_boot.py \
-	tests/lab/test_vcpu_lock.py tests/lab/test_module_log.py tests/lab/test_kext.py \
+	tests/lab/test_vcpu_lock.py tests/lab/test_module_log.py tests/lab/test_module.py \
 	--device /dev/kvm --device /dev/kvmport "$@"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab.test_kext import BAD_DMESG, SYSMOD
+from tests.lab.test_module import BAD_DMESG, SYSMOD
 
 pytestmark = pytest.mark.lab
 

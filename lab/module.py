@@ -30,7 +30,7 @@ def kernel_release(kdir: Path) -> str:
     raise LabError(f"{kdir} is not a kernel build tree (no include/generated/utsrelease.h)")
 
 
-def build_kext(kdir: Path, *, src: Path = LKM, quiet: bool = False) -> Path:
+def build_module(kdir: Path, *, src: Path = LKM, quiet: bool = False) -> Path:
     """Build kvmport.ko in src (default lkm/) for the kernel whose build tree is kdir.
 
     Kbuild builds in the source directory (its products are git-ignored), so

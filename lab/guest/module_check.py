@@ -1,6 +1,6 @@
 """Load kvmport.ko, check /dev/kvmport and KVM_GET_API_VERSION, unload. Needs root.
 
-Usage: python kext_check.py PATH/TO/kvmport.ko
+Usage: python module_check.py PATH/TO/kvmport.ko
 Used by `invoke build-kext` (on the host when it can load modules, else in the lab).
 """
 
@@ -24,7 +24,7 @@ def main() -> int:
     if loaded:
         subprocess.run(["rmmod", "kvmport"], check=True)
     subprocess.run(["insmod", ko], check=True)
-    print(f"kext_check: insmod {ko}: ok")
+    print(f"module_check: insmod {ko}: ok")
     try:
         deadline = time.monotonic() + 5
         st = os.stat(NODE)
@@ -34,20 +34,20 @@ def main() -> int:
                 break
             time.sleep(0.1)
         mode = stat.S_IMODE(st.st_mode)
-        print(f"kext_check: {NODE} mode {mode:04o} group {_group(st.st_gid)}")
+        print(f"module_check: {NODE} mode {mode:04o} group {_group(st.st_gid)}")
         fd = os.open(NODE, os.O_RDWR)
         try:
             version = fcntl.ioctl(fd, KVM_GET_API_VERSION)
         finally:
             os.close(fd)
-        print(f"kext_check: KVM_GET_API_VERSION = {version}")
+        print(f"module_check: KVM_GET_API_VERSION = {version}")
         ok = stat.S_ISCHR(st.st_mode) and mode == 0o660 and version == 12
         ok = ok and _group(st.st_gid) == "kvm"
     finally:
         if not loaded:
             subprocess.run(["rmmod", "kvmport"], check=True)
-            print("kext_check: rmmod kvmport: ok")
-    print("kext_check: " + ("PASS" if ok else "FAIL"))
+            print("module_check: rmmod kvmport: ok")
+    print("module_check: " + ("PASS" if ok else "FAIL"))
     return 0 if ok else 1
 
 

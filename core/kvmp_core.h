@@ -63,6 +63,19 @@ struct kvmp_slot {
 
 struct kvmp_vm {
 	struct kvmp_os_mutex *lock;	/* slots, vcpus[], the nested page tables */
+	/*
+	 * What the MMU notifier touches, which must not wait on vm->lock (held
+	 * across allocations whose reclaim may call it): changes of slots[]
+	 * and vcpus[] (under both locks), the slots' pins, dirty bitmaps and
+	 * the nested tables' leaves.  Nothing sleeps under it.
+	 */
+	struct kvmp_os_spinlock *mmu_lock;
+	/*
+	 * A fault pins with both locks dropped and keeps the page only if
+	 * mem_seq did not move meanwhile and no invalidation is under way.
+	 */
+	u64 mem_seq;			/* mmu_lock: invalidations, slot changes */
+	u32 mm_invalidating;		/* atomic: invalidations under way */
 	int refs;			/* the VM fd and each VCPU hold one */
 	struct kvmp_slot *slots[KVMP_MAX_SLOTS];
 	struct kvmp_vcpu *vcpus[KVMP_MAX_VCPUS];
@@ -182,8 +195,6 @@ void kvmp_vcpu_guest_enter(struct kvmp_vcpu *vcpu, int cpu);
 void kvmp_vcpu_guest_exit(struct kvmp_vcpu *vcpu);
 struct kvmp_slot *kvmp_find_slot(struct kvmp_vm *vm, u64 gpa);
 bool kvmp_gpa_is_mmio(struct kvmp_vm *vm, u64 gpa);
-int kvmp_gpa_to_hpa(struct kvmp_vm *vm, u64 gpa, bool write, u64 *hpa,
-		    bool *writable);
 int kvmp_get_dirty_log(struct kvmp_vm *vm, const struct kvmp_dirty_log *log);
 int kvmp_read_guest(struct kvmp_vm *vm, u64 gpa, void *dst, unsigned long n);
 int kvmp_write_guest(struct kvmp_vm *vm, u64 gpa, const void *src,
@@ -211,8 +222,11 @@ struct kvmp_tdp {
 
 int kvmp_tdp_init(struct kvmp_tdp *t, u64 table_bits, u64 leaf_bits);
 void kvmp_tdp_destroy(struct kvmp_tdp *t);
+int kvmp_tdp_prepare(struct kvmp_tdp *t, u64 gpa);
 int kvmp_tdp_map(struct kvmp_tdp *t, u64 gpa, u64 hpa, bool writable);
+u64 kvmp_tdp_lookup(struct kvmp_tdp *t, u64 gpa);	/* the leaf, or 0 */
 void kvmp_tdp_unmap_range(struct kvmp_tdp *t, u64 gpa, u64 size);
+/* kvmp_mem.c: -ENOENT no slot (MMIO), -EAGAIN enter again (mappings moved) */
 int kvmp_tdp_fault(struct kvmp_vm *vm, struct kvmp_tdp *t, u64 gpa, bool write);
 
 /* kvmp_fpu.c: the guest's FPU/SSE/AVX state */

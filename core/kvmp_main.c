@@ -132,8 +132,8 @@ int kvmp_check_extension(unsigned long cap)
 		/* QEMU 7.2 wants a non-zero answer; there is no routing to do */
 		return 1;
 	case KVMP_CAP_SYNC_MMU:
-		/* pinned pages, no MMU notifier: the guest keeps a page the VMM drops */
-		return 0;
+		/* without a notifier the guest would keep a page the VMM drops */
+		return kvmp_os_mm_notifier;
 	case KVMP_CAP_NR_VCPUS:
 	case KVMP_CAP_MAX_VCPUS:
 		return KVMP_MAX_VCPUS;
@@ -214,8 +214,9 @@ int kvmp_vm_create(unsigned long type, struct kvmp_vm **vmp)
 	if (!vm)
 		goto put_hw;
 	vm->lock = kvmp_os_mutex_create();
-	if (!vm->lock)
-		goto free_vm;
+	vm->mmu_lock = kvmp_os_spinlock_create();
+	if (!vm->lock || !vm->mmu_lock)
+		goto free_lock;
 	vm->refs = 1;
 	vm->id = __atomic_add_fetch(&kvmp_vm_ids, 1, __ATOMIC_RELAXED);
 	r = kvmp_backend->vm_init(vm);
@@ -225,8 +226,8 @@ int kvmp_vm_create(unsigned long type, struct kvmp_vm **vmp)
 	return 0;
 
 free_lock:
+	kvmp_os_spinlock_destroy(vm->mmu_lock);
 	kvmp_os_mutex_destroy(vm->lock);
-free_vm:
 	kvmp_os_free(vm);
 put_hw:
 	kvmp_hardware_put();
@@ -244,6 +245,7 @@ void kvmp_vm_put(struct kvmp_vm *vm)
 		return;
 	kvmp_backend->vm_destroy(vm);	/* no VCPU is left to use it */
 	kvmp_free_slots(vm);
+	kvmp_os_spinlock_destroy(vm->mmu_lock);
 	kvmp_os_mutex_destroy(vm->lock);
 	kvmp_os_free(vm);
 	kvmp_hardware_put();
@@ -333,7 +335,9 @@ int kvmp_vcpu_create(struct kvmp_vm *vm, u32 id,
 		goto unlock;
 	vm->vcpu_ids[id / 64] |= 1ULL << (id % 64);
 	vm->created_vcpus++;
+	kvmp_os_spin_lock(vm->mmu_lock);	/* the MMU notifier kicks vcpus[] */
 	vm->vcpus[vm->nr_vcpus++] = vcpu;
+	kvmp_os_spin_unlock(vm->mmu_lock);
 	kvmp_os_mutex_unlock(vm->lock);
 	kvmp_vm_get(vm);
 	*vcpup = vcpu;
@@ -361,7 +365,9 @@ void kvmp_vcpu_destroy(struct kvmp_vcpu *vcpu)
 	kvmp_os_mutex_lock(vm->lock);
 	for (i = 0; i < vm->nr_vcpus; i++) {
 		if (vm->vcpus[i] == vcpu) {
+			kvmp_os_spin_lock(vm->mmu_lock);
 			vm->vcpus[i] = vm->vcpus[--vm->nr_vcpus];
+			kvmp_os_spin_unlock(vm->mmu_lock);
 			break;
 		}
 	}

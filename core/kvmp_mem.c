@@ -124,7 +124,7 @@ static int kvmp_kick_cpu(void *unused)
  * After a TLB generation bump: force out of guest mode the CPUs this VM's
  * VCPUs are in it on (each once), as Linux's remote TLB flush does; a VCPU
  * not in guest mode sees the new generation at its next entry.  vm->lock
- * held (vcpus[]).
+ * or vm->mmu_lock held (vcpus[]); the IPIs do not sleep.
  */
 static void kvmp_kick_vm(struct kvmp_vm *vm)
 {
@@ -144,18 +144,14 @@ static void kvmp_kick_vm(struct kvmp_vm *vm)
 	}
 }
 
-/*
- * Take a slot's pages out of the guest: unmap them from the nested page
- * tables, force the VM's CPUs out of guest mode so no stale TLB entry
- * survives (VCPUs flush when they see the new generation), then unpin.
- */
-/* after mappings went away or lost write permission; vm->lock held */
+/* after mappings went away or lost write permission; vm->lock or mmu_lock */
 static void kvmp_flush_vm(struct kvmp_vm *vm)
 {
 	__atomic_add_fetch(&vm->tlb_generation, 1, __ATOMIC_SEQ_CST);
 	kvmp_kick_vm(vm);
 }
 
+/* vm->lock held: the slot stays; each piece under mmu_lock */
 static void kvmp_unmap_slot(struct kvmp_vm *vm, struct kvmp_slot *s)
 {
 	u64 chunk = KVMP_RESCHED_PAGES << KVMP_PAGE_SHIFT, off, n;
@@ -163,11 +159,28 @@ static void kvmp_unmap_slot(struct kvmp_vm *vm, struct kvmp_slot *s)
 	/* a slot may span terabytes: unmap it a piece at a time */
 	for (off = 0; off < s->size; off += n) {
 		n = s->size - off < chunk ? s->size - off : chunk;
+		kvmp_os_spin_lock(vm->mmu_lock);
 		kvmp_backend->unmap_range(vm, s->gpa + off, n);
+		kvmp_os_spin_unlock(vm->mmu_lock);
 		kvmp_os_cond_resched();
 	}
 }
 
+/* slots[id] becomes s (or NULL); vm->lock held */
+static void kvmp_set_slot(struct kvmp_vm *vm, u32 id, struct kvmp_slot *s)
+{
+	kvmp_os_spin_lock(vm->mmu_lock);
+	vm->slots[id] = s;
+	vm->mem_seq++;		/* a fault that pinned meanwhile tries again */
+	kvmp_os_spin_unlock(vm->mmu_lock);
+}
+
+/*
+ * Take a slot (no longer in slots[], so the MMU notifier cannot see it) out
+ * of the guest: unmap its pages from the nested tables, force the VM's CPUs
+ * out of guest mode so no stale TLB entry survives (VCPUs flush when they
+ * see the new generation), then unpin.
+ */
 static void kvmp_retire_slot(struct kvmp_vm *vm, struct kvmp_slot *s)
 {
 	kvmp_unmap_slot(vm, s);
@@ -183,17 +196,23 @@ static void kvmp_retire_slot(struct kvmp_vm *vm, struct kvmp_slot *s)
 static int kvmp_slot_set_flags(struct kvmp_vm *vm, struct kvmp_slot *s,
 			       u32 flags)
 {
+	u64 *dirty = NULL, *old;
+
 	if (flags & KVMP_MEM_LOG_DIRTY_PAGES) {
-		s->dirty = kvmp_os_zalloc(kvmp_dirty_bytes(s));
-		if (!s->dirty)
+		dirty = kvmp_os_zalloc(kvmp_dirty_bytes(s));
+		if (!dirty)
 			return -KVMP_ENOMEM;
+	}
+	kvmp_os_spin_lock(vm->mmu_lock);
+	old = s->dirty;
+	s->dirty = dirty;
+	s->flags = flags;
+	kvmp_os_spin_unlock(vm->mmu_lock);
+	if (s->dirty) {
 		kvmp_unmap_slot(vm, s);
 		kvmp_flush_vm(vm);
-	} else {
-		kvmp_os_free(s->dirty);
-		s->dirty = NULL;
 	}
-	s->flags = flags;
+	kvmp_os_free(old);	/* the log that was, if any */
 	return 0;
 }
 
@@ -258,7 +277,7 @@ int kvmp_set_user_memory_region(struct kvmp_vm *vm,
 		if (!old) {
 			ret = -KVMP_EINVAL;
 		} else {
-			vm->slots[id] = NULL;
+			kvmp_set_slot(vm, id, NULL);
 			kvmp_retire_slot(vm, old);
 		}
 		goto out;
@@ -291,7 +310,7 @@ int kvmp_set_user_memory_region(struct kvmp_vm *vm,
 		ret = -KVMP_ENOMEM;
 		goto out;
 	}
-	vm->slots[id] = s;
+	kvmp_set_slot(vm, id, s);
 	if (old)					/* move */
 		kvmp_retire_slot(vm, old);
 out:
@@ -312,32 +331,130 @@ void kvmp_free_slots(struct kvmp_vm *vm)
 }
 
 /*
- * Host-physical address of a guest page, pinning it on first use (always
- * writable: no copy-on-write later); vm->lock held.  *writable says whether
- * the guest may write it without another fault: under dirty logging only
- * after a write, which is logged here.
+ * A guest touched gpa and the nested table has no entry (or, under dirty
+ * logging, no write permission): map the slot's page there, pinning it on
+ * first use (always writable: no copy-on-write later).  Under dirty logging
+ * a page is mapped writable only by a write, which is logged here.
+ *
+ * Pinning may fault the page in, which may call the MMU notifier: it is
+ * done with both locks dropped, and the page kept only if no invalidation
+ * or slot change came meanwhile (else -EAGAIN: the backend enters the guest
+ * again and the fault comes back).
  */
-int kvmp_gpa_to_hpa(struct kvmp_vm *vm, u64 gpa, bool write, u64 *hpa,
-		    bool *writable)
+int kvmp_tdp_fault(struct kvmp_vm *vm, struct kvmp_tdp *t, u64 gpa, bool write)
 {
-	struct kvmp_slot *s = kvmp_find_slot(vm, gpa);
-	u64 idx;
+	struct kvmp_os_pin *pin = NULL;
+	struct kvmp_slot *s;
+	u64 idx, seq, pa = 0;
 	int r;
 
-	if (!s)
+	kvmp_os_mutex_lock(vm->lock);
+	s = kvmp_find_slot(vm, gpa);
+	if (!s) {
+		kvmp_os_mutex_unlock(vm->lock);
 		return -KVMP_ENOENT;
+	}
 	idx = (gpa - s->gpa) >> KVMP_PAGE_SHIFT;
+	r = kvmp_tdp_prepare(t, gpa);	/* allocations: not under mmu_lock */
+	if (r) {
+		kvmp_os_mutex_unlock(vm->lock);
+		return r;
+	}
+	kvmp_os_spin_lock(vm->mmu_lock);
+	seq = vm->mem_seq;
 	if (!s->pins[idx]) {
+		kvmp_os_spin_unlock(vm->mmu_lock);
+		kvmp_os_mutex_unlock(vm->lock);
 		r = kvmp_os_pin_user_page(s->uaddr + (idx << KVMP_PAGE_SHIFT), true,
-					  &s->pins[idx], &s->pas[idx]);
+					  &pin, &pa);
 		if (r)
 			return r;
+		kvmp_os_mutex_lock(vm->lock);
+		kvmp_os_spin_lock(vm->mmu_lock);
+		/* mem_seq unchanged: s is still this VM's slot at gpa */
+		if (vm->mem_seq != seq ||
+		    __atomic_load_n(&vm->mm_invalidating, __ATOMIC_SEQ_CST)) {
+			r = -KVMP_EAGAIN;
+			goto out;
+		}
+		if (!s->pins[idx]) {	/* else another VCPU's pin won */
+			s->pins[idx] = pin;
+			s->pas[idx] = pa;
+			pin = NULL;
+		}
 	}
-	*hpa = s->pas[idx] | (gpa & (KVMP_PAGE_SIZE - 1));
 	if (s->dirty && write)
 		kvmp_mark_dirty(s, gpa);
-	*writable = !s->dirty || write;
-	return 0;
+	r = kvmp_tdp_map(t, gpa, s->pas[idx], !s->dirty || write);
+out:
+	kvmp_os_spin_unlock(vm->mmu_lock);
+	kvmp_os_mutex_unlock(vm->lock);
+	if (pin)
+		kvmp_os_unpin_user_page(pin, false);
+	return r;
+}
+
+/* the pages of s that [start, end) of the VMM's space covers */
+static bool kvmp_slot_span(const struct kvmp_slot *s, u64 start, u64 end,
+			   u64 *first, u64 *last)
+{
+	u64 lo = start > s->uaddr ? start : s->uaddr;
+	u64 hi = end < s->uaddr + s->size ? end : s->uaddr + s->size;
+
+	if (lo >= hi)
+		return false;
+	*first = (lo - s->uaddr) >> KVMP_PAGE_SHIFT;
+	*last = (hi - s->uaddr + KVMP_PAGE_SIZE - 1) >> KVMP_PAGE_SHIFT;
+	return true;
+}
+
+/*
+ * The port's MMU notifier: the VMM's mappings of [start, end) are about to
+ * change.  Every page there leaves the nested tables and every TLB, then is
+ * unpinned; faults wait (-EAGAIN) until the end.  Takes only mmu_lock and
+ * never sleeps (the caller may not allow it).
+ */
+void kvmp_vm_mm_invalidate_start(struct kvmp_vm *vm, u64 start, u64 end)
+{
+	struct kvmp_slot *s;
+	u64 first, last, i;
+	bool flush = false;
+	int n;
+
+	kvmp_os_spin_lock(vm->mmu_lock);
+	__atomic_add_fetch(&vm->mm_invalidating, 1, __ATOMIC_SEQ_CST);
+	vm->mem_seq++;
+	for (n = 0; n < KVMP_MAX_SLOTS; n++) {
+		s = vm->slots[n];
+		if (!s || !kvmp_slot_span(s, start, end, &first, &last))
+			continue;
+		for (i = first; i < last && !s->pins[i]; i++)
+			;
+		if (i == last)
+			continue;
+		kvmp_backend->unmap_range(vm, s->gpa + (first << KVMP_PAGE_SHIFT),
+					  (last - first) << KVMP_PAGE_SHIFT);
+		flush = true;
+	}
+	if (flush)
+		kvmp_flush_vm(vm);
+	for (n = 0; flush && n < KVMP_MAX_SLOTS; n++) {
+		s = vm->slots[n];
+		if (!s || !kvmp_slot_span(s, start, end, &first, &last))
+			continue;
+		for (i = first; i < last; i++) {
+			if (s->pins[i]) {
+				kvmp_os_unpin_user_page(s->pins[i], true);
+				s->pins[i] = NULL;
+			}
+		}
+	}
+	kvmp_os_spin_unlock(vm->mmu_lock);
+}
+
+void kvmp_vm_mm_invalidate_end(struct kvmp_vm *vm)
+{
+	__atomic_sub_fetch(&vm->mm_invalidating, 1, __ATOMIC_SEQ_CST);
 }
 
 /*
@@ -351,10 +468,12 @@ static void kvmp_mark_dirty_range(struct kvmp_vm *vm, u64 gpa, u64 n)
 	u64 end = gpa + n;
 
 	kvmp_os_mutex_lock(vm->lock);
+	kvmp_os_spin_lock(vm->mmu_lock);
 	s = kvmp_find_slot(vm, gpa);	/* it may have gone meanwhile */
 	for (gpa &= ~(KVMP_PAGE_SIZE - 1); s && s->dirty && gpa < end &&
 	     gpa - s->gpa < s->size; gpa += KVMP_PAGE_SIZE)
 		kvmp_mark_dirty(s, gpa);
+	kvmp_os_spin_unlock(vm->mmu_lock);
 	kvmp_os_mutex_unlock(vm->lock);
 }
 
@@ -410,12 +529,14 @@ int kvmp_get_dirty_log(struct kvmp_vm *vm, const struct kvmp_dirty_log *log)
 		goto out;
 	}
 	for (i = 0; i < bytes / 8; i++) {
-		if (!s->dirty[i])
-			continue;
+		kvmp_os_spin_lock(vm->mmu_lock);
 		copy[i] = s->dirty[i];
 		s->dirty[i] = 0;
-		kvmp_unmap_dirty(vm, s, i, copy[i]);
-		flush = true;
+		if (copy[i]) {
+			kvmp_unmap_dirty(vm, s, i, copy[i]);
+			flush = true;
+		}
+		kvmp_os_spin_unlock(vm->mmu_lock);
 		if (!((i + 1) % (KVMP_RESCHED_PAGES / 64)))
 			kvmp_os_cond_resched();
 	}

@@ -78,6 +78,12 @@ void kvmp_os_free_pages(void *va, unsigned int npages);
  * return an opaque handle and its host-physical address; may sleep.
  */
 struct kvmp_os_pin;
+/*
+ * True where the port tells the core of every change to the VMM's mappings
+ * (kvmp_vm_mm_invalidate_start/end: Linux's MMU notifier), so a page the
+ * VMM drops leaves the guest too (KVM_CAP_SYNC_MMU).
+ */
+extern const bool kvmp_os_mm_notifier;
 int kvmp_os_pin_user_page(u64 uaddr, bool write, struct kvmp_os_pin **pin,
 			  u64 *pa);
 void kvmp_os_unpin_user_page(struct kvmp_os_pin *pin, bool dirty);
@@ -98,6 +104,12 @@ void kvmp_os_mutex_lock(struct kvmp_os_mutex *m);	/* may sleep */
  */
 int kvmp_os_mutex_lock_killable(struct kvmp_os_mutex *m);
 void kvmp_os_mutex_unlock(struct kvmp_os_mutex *m);
+
+struct kvmp_os_spinlock;	/* never sleeps; nothing under it may sleep */
+struct kvmp_os_spinlock *kvmp_os_spinlock_create(void);
+void kvmp_os_spinlock_destroy(struct kvmp_os_spinlock *l);
+void kvmp_os_spin_lock(struct kvmp_os_spinlock *l);
+void kvmp_os_spin_unlock(struct kvmp_os_spinlock *l);
 
 /* --- CPUs, preemption, interrupts ------------------------------------------- */
 int kvmp_os_cpu(void);			/* the current CPU; call with preemption off */

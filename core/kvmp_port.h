@@ -48,4 +48,13 @@ int kvmp_cpu_online(void);
 void kvmp_cpu_offline(void);
 void kvmp_reboot(void);
 
+/*
+ * The VMM's address space changes in [start, end): a port with
+ * kvmp_os_mm_notifier calls these around every change (they never sleep).
+ * Start takes the pages there out of the guest, end lets faults map them
+ * again.
+ */
+void kvmp_vm_mm_invalidate_start(struct kvmp_vm *vm, u64 start, u64 end);
+void kvmp_vm_mm_invalidate_end(struct kvmp_vm *vm);
+
 #endif /* KVMPORT_CORE_KVMP_PORT_H */

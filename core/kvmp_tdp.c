@@ -7,6 +7,11 @@
  *
  * Each table is two pages: the one the hardware walks, then the kernel
  * addresses of its child tables (the hardware entries hold physical ones).
+ *
+ * Tables are added under vm->lock (allocation may sleep) and freed only with
+ * the VM; leaves change under vm->mmu_lock, which the MMU notifier takes
+ * while tables may be added beside it: a child is published after it is
+ * zeroed, and read with acquire.
  */
 #include "kvmp_core.h"
 
@@ -44,32 +49,42 @@ void kvmp_tdp_destroy(struct kvmp_tdp *t)
 	t->root = NULL;
 }
 
-/* the leaf entry for gpa, creating tables on the way if create; vm->lock held */
+/* the leaf entry for gpa, creating tables on the way if create (vm->lock) */
 static u64 *tdp_leaf(struct kvmp_tdp *t, u64 gpa, bool create)
 {
-	u64 *table = t->root, pa;
+	u64 *table = t->root, *child, pa;
 	int level, idx;
 
 	for (level = TDP_LEVELS; level > 1; level--) {
 		u64 **children = (u64 **)(table + 512);
 
 		idx = (gpa >> (12 + 9 * (level - 1))) & 511;
-		if (!children[idx]) {
+		child = __atomic_load_n(&children[idx], __ATOMIC_ACQUIRE);
+		if (!child) {
 			if (!create)
 				return NULL;
-			children[idx] = tdp_alloc_table(&pa);
-			if (!children[idx])
+			child = tdp_alloc_table(&pa);
+			if (!child)
 				return NULL;
-			table[idx] = pa | t->table_bits;
+			__atomic_store_n(&children[idx], child, __ATOMIC_RELEASE);
+			__atomic_store_n(&table[idx], pa | t->table_bits,
+					 __ATOMIC_RELEASE);
 		}
-		table = children[idx];
+		table = child;
 	}
 	return &table[(gpa >> 12) & 511];
 }
 
+/* the tables down to gpa's leaf, so kvmp_tdp_map needs no allocation; vm->lock */
+int kvmp_tdp_prepare(struct kvmp_tdp *t, u64 gpa)
+{
+	return tdp_leaf(t, gpa, true) ? 0 : -KVMP_ENOMEM;
+}
+
+/* after kvmp_tdp_prepare; vm->mmu_lock held */
 int kvmp_tdp_map(struct kvmp_tdp *t, u64 gpa, u64 hpa, bool writable)
 {
-	u64 *pte = tdp_leaf(t, gpa, true), bits = t->leaf_bits;
+	u64 *pte = tdp_leaf(t, gpa, false), bits = t->leaf_bits;
 
 	if (!pte)
 		return -KVMP_ENOMEM;
@@ -87,7 +102,7 @@ int kvmp_tdp_map(struct kvmp_tdp *t, u64 gpa, u64 hpa, bool writable)
 /* clear the leaves of [start, end) below table, which maps from base on */
 static void tdp_unmap(u64 *table, int level, u64 base, u64 start, u64 end)
 {
-	u64 **children = (u64 **)(table + 512);
+	u64 **children = (u64 **)(table + 512), *child;
 	u64 span = 1ULL << (12 + 9 * (level - 1)), lo;
 	int i = start > base ? (start - base) / span : 0;
 
@@ -96,33 +111,26 @@ static void tdp_unmap(u64 *table, int level, u64 base, u64 start, u64 end)
 		lo = base + i * span;
 		if (lo >= end)
 			break;
-		if (level == 1)
+		if (level == 1) {
 			table[i] = 0;
-		else if (children[i])	/* no table: nothing mapped below */
-			tdp_unmap(children[i], level - 1, lo, start, end);
+			continue;
+		}
+		child = __atomic_load_n(&children[i], __ATOMIC_ACQUIRE);
+		if (child)	/* no table: nothing mapped below */
+			tdp_unmap(child, level - 1, lo, start, end);
 	}
 }
 
+/* vm->mmu_lock held */
 void kvmp_tdp_unmap_range(struct kvmp_tdp *t, u64 gpa, u64 size)
 {
 	tdp_unmap(t->root, TDP_LEVELS, 0, gpa, gpa + size);
 }
 
-/*
- * A guest touched gpa and the table has no entry (or, under dirty logging,
- * no write permission): map the slot's page there (pinning it), or say there
- * is no slot (-ENOENT: MMIO).
- */
-int kvmp_tdp_fault(struct kvmp_vm *vm, struct kvmp_tdp *t, u64 gpa, bool write)
+/* the leaf entry for gpa, or 0 where nothing maps it */
+u64 kvmp_tdp_lookup(struct kvmp_tdp *t, u64 gpa)
 {
-	bool writable;
-	u64 hpa;
-	int r;
+	u64 *pte = tdp_leaf(t, gpa, false);
 
-	kvmp_os_mutex_lock(vm->lock);
-	r = kvmp_gpa_to_hpa(vm, gpa, write, &hpa, &writable);
-	if (!r)
-		r = kvmp_tdp_map(t, gpa, hpa, writable);
-	kvmp_os_mutex_unlock(vm->lock);
-	return r;
+	return pte ? *pte : 0;
 }

@@ -1006,7 +1006,7 @@ static int svm_exit_npf(struct kvmp_vcpu *vcpu)
 	int r;
 
 	r = kvmp_tdp_fault(vcpu->vm, &s->npt, gpa, err & NPF_WRITE);
-	if (!r)
+	if (!r || r == -KVMP_EAGAIN)	/* EAGAIN: the VMM's mappings moved */
 		return KVMP_REENTER;
 	if (r != -KVMP_ENOENT)
 		return r;	/* pinning failed: KVM_RUN reports it */

@@ -1633,7 +1633,7 @@ static int vmx_exit_ept_violation(struct kvmp_vcpu *vcpu)
 	    !(vmx->exit.idt_info & INTR_INFO_VALID))
 		vmx->guest.interruptibility |= INTERRUPTIBILITY_NMI;
 	r = kvmp_tdp_fault(vcpu->vm, &v->ept, gpa, q & EPT_QUAL_WRITE);
-	if (!r)
+	if (!r || r == -KVMP_EAGAIN)	/* EAGAIN: the VMM's mappings moved */
 		return KVMP_REENTER;
 	if (r != -KVMP_ENOENT)
 		return r;	/* pinning failed: KVM_RUN reports it */

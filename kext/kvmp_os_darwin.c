@@ -117,6 +117,9 @@ void kvmp_os_unpin_user_page(struct kvmp_os_pin *pin, bool dirty)
 	kvmp_count(&kvmp_pins, -1);
 }
 
+/* no MMU notifier on XNU: wired pages stay in the guest until the slot goes */
+const bool kvmp_os_mm_notifier;
+
 int kvmp_os_copy_from_user(void *dst, u64 usrc, unsigned long n)
 {
 	return copyin((user_addr_t)usrc, dst, n) ? -KVMP_EFAULT : 0;
@@ -181,6 +184,42 @@ int kvmp_os_mutex_lock_killable(struct kvmp_os_mutex *m)
 void kvmp_os_mutex_unlock(struct kvmp_os_mutex *m)
 {
 	IOLockUnlock(m->m);
+}
+
+struct kvmp_os_spinlock {
+	IOSimpleLock *l;
+};
+
+struct kvmp_os_spinlock *kvmp_os_spinlock_create(void)
+{
+	struct kvmp_os_spinlock *l = IOMalloc(sizeof(*l));
+
+	if (!l)
+		return NULL;
+	l->l = IOSimpleLockAlloc();
+	if (!l->l) {
+		IOFree(l, sizeof(*l));
+		return NULL;
+	}
+	return l;
+}
+
+void kvmp_os_spinlock_destroy(struct kvmp_os_spinlock *l)
+{
+	if (!l)
+		return;
+	IOSimpleLockFree(l->l);
+	IOFree(l, sizeof(*l));
+}
+
+void kvmp_os_spin_lock(struct kvmp_os_spinlock *l)
+{
+	IOSimpleLockLock(l->l);
+}
+
+void kvmp_os_spin_unlock(struct kvmp_os_spinlock *l)
+{
+	IOSimpleLockUnlock(l->l);
 }
 
 /* --- CPUs, preemption, interrupts ------------------------------------------ */

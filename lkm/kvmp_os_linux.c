@@ -15,6 +15,7 @@
 #include <linux/sched/signal.h>
 #include <linux/slab.h>
 #include <linux/smp.h>
+#include <linux/spinlock.h>
 #include <linux/string.h>
 #include <linux/uaccess.h>
 #include <asm/desc.h>
@@ -96,13 +97,21 @@ int kvmp_os_pin_user_page(u64 uaddr, bool write, struct kvmp_os_pin **pin,
 	return 0;
 }
 
+/*
+ * May run inside an MMU notifier (never sleeps), whose caller may hold this
+ * page's lock: mark it dirty without the lock, as Linux's KVM does.
+ */
 void kvmp_os_unpin_user_page(struct kvmp_os_pin *pin, bool dirty)
 {
 	struct page *page = (struct page *)pin;
 
-	unpin_user_pages_dirty_lock(&page, 1, dirty);
+	if (dirty)
+		SetPageDirty(page);
+	unpin_user_page(page);
 	atomic_long_dec(&kvmp_pins);
 }
+
+const bool kvmp_os_mm_notifier = true;	/* lkm/kvmport_main.c: one a VM */
 
 int kvmp_os_copy_from_user(void *dst, u64 usrc, unsigned long n)
 {
@@ -147,6 +156,34 @@ int kvmp_os_mutex_lock_killable(struct kvmp_os_mutex *m)
 void kvmp_os_mutex_unlock(struct kvmp_os_mutex *m)
 {
 	mutex_unlock(&m->m);
+}
+
+struct kvmp_os_spinlock {
+	spinlock_t l;
+};
+
+struct kvmp_os_spinlock *kvmp_os_spinlock_create(void)
+{
+	struct kvmp_os_spinlock *l = kmalloc(sizeof(*l), GFP_KERNEL);
+
+	if (l)
+		spin_lock_init(&l->l);
+	return l;
+}
+
+void kvmp_os_spinlock_destroy(struct kvmp_os_spinlock *l)
+{
+	kfree(l);
+}
+
+void kvmp_os_spin_lock(struct kvmp_os_spinlock *l)
+{
+	spin_lock(&l->l);
+}
+
+void kvmp_os_spin_unlock(struct kvmp_os_spinlock *l)
+{
+	spin_unlock(&l->l);
 }
 
 int kvmp_os_cpu(void)

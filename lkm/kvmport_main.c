@@ -12,6 +12,7 @@
 #include <linux/file.h>
 #include <linux/fs.h>
 #include <linux/miscdevice.h>
+#include <linux/mmu_notifier.h>
 #include <linux/mm.h>
 #include <linux/mman.h>
 #include <linux/module.h>
@@ -35,6 +36,7 @@ MODULE_PARM_DESC(as_kvm,
 struct kvmport_vm {
 	struct kvmp_vm *vm;
 	struct mm_struct *mm;
+	struct mmu_notifier mn;	/* the guest follows the process's mappings */
 };
 
 struct kvmport_vcpu {
@@ -165,10 +167,46 @@ static long kvmport_vm_ioctl(struct file *file, unsigned int ioctl,
 	return kvmp_vm_ioctl(v->vm, ioctl, arg);
 }
 
+/*
+ * The process's mappings change: the pages of [start, end) leave the guest
+ * (KVM_CAP_SYNC_MMU).  The core never sleeps here, so every caller is fine.
+ */
+static int kvmport_mn_start(struct mmu_notifier *mn,
+			    const struct mmu_notifier_range *range)
+{
+	struct kvmport_vm *v = container_of(mn, struct kvmport_vm, mn);
+
+	kvmp_vm_mm_invalidate_start(v->vm, range->start, range->end);
+	return 0;
+}
+
+static void kvmport_mn_end(struct mmu_notifier *mn,
+			   const struct mmu_notifier_range *range)
+{
+	kvmp_vm_mm_invalidate_end(container_of(mn, struct kvmport_vm, mn)->vm);
+}
+
+/* the process exits (or the notifier goes): nothing of its memory stays */
+static void kvmport_mn_release(struct mmu_notifier *mn, struct mm_struct *mm)
+{
+	struct kvmport_vm *v = container_of(mn, struct kvmport_vm, mn);
+
+	kvmp_vm_mm_invalidate_start(v->vm, 0, ULONG_MAX);
+	kvmp_vm_mm_invalidate_end(v->vm);
+}
+
+static const struct mmu_notifier_ops kvmport_mn_ops = {
+	.invalidate_range_start = kvmport_mn_start,
+	.invalidate_range_end = kvmport_mn_end,
+	.release = kvmport_mn_release,
+};
+
 static int kvmport_vm_release(struct inode *inode, struct file *file)
 {
 	struct kvmport_vm *v = file->private_data;
 
+	/* every VCPU is gone (each held this file); no callback runs after this */
+	mmu_notifier_unregister(&v->mn, v->mm);
 	kvmp_vm_put(v->vm);
 	mmdrop(v->mm);
 	kfree(v);
@@ -197,14 +235,21 @@ static long kvmport_create_vm(unsigned long type)
 	}
 	mmgrab(current->mm);
 	v->mm = current->mm;
+	v->mn.ops = &kvmport_mn_ops;
+	r = mmu_notifier_register(&v->mn, v->mm);
+	if (r)
+		goto put;
 	fd = anon_inode_getfd("kvmport-vm", &kvmport_vm_fops, v,
 			      O_RDWR | O_CLOEXEC);
-	if (fd < 0) {
-		kvmp_vm_put(v->vm);
-		mmdrop(v->mm);
-		kfree(v);
-	}
-	return fd;
+	if (fd >= 0)
+		return fd;
+	r = fd;
+	mmu_notifier_unregister(&v->mn, v->mm);
+put:
+	kvmp_vm_put(v->vm);
+	mmdrop(v->mm);
+	kfree(v);
+	return r;
 }
 
 /* --- the device ---------------------------------------------------------------- */

@@ -112,6 +112,33 @@ void kvmp_os_mutex_unlock(struct kvmp_os_mutex *m)
 	m->held--;
 }
 
+struct kvmp_os_spinlock {
+	int held;
+};
+
+struct kvmp_os_spinlock *kvmp_os_spinlock_create(void)
+{
+	return calloc(1, sizeof(struct kvmp_os_spinlock));
+}
+
+void kvmp_os_spinlock_destroy(struct kvmp_os_spinlock *l)
+{
+	free(l);
+}
+
+void kvmp_os_spin_lock(struct kvmp_os_spinlock *l)
+{
+	l->held++;
+}
+
+void kvmp_os_spin_unlock(struct kvmp_os_spinlock *l)
+{
+	l->held--;
+}
+
+/* the tests call kvmp_vm_mm_invalidate_* themselves */
+const bool kvmp_os_mm_notifier;
+
 void kvmp_os_cpus_lock(void)
 {
 }

@@ -69,21 +69,60 @@ def test_slot_rules_and_errnos(vm):
     assert lib.kvmp_vm_ioctl(vm, abi.KVMP_SET_USER_MEMORY_REGION, 8) == -E.EFAULT
 
 
-def test_pages_are_pinned_on_first_touch_and_released_with_the_slot(vm):
+W = 1 << 1  # the write bit of an NPT or EPT leaf
+
+
+@pytest.fixture
+def tdp():
+    t = ffi.new("struct kvmp_tdp *")
+    assert lib.kvmp_tdp_init(t, 7, 7) == 0  # present, writable, user: NPT's bits
+    yield t
+    lib.kvmp_tdp_destroy(t)
+
+
+def fault(vm, tdp, gpa: int, write: bool) -> tuple[int, int]:
+    """A nested page fault at gpa: kvmp_tdp_fault's answer and the leaf it left."""
+    return lib.kvmp_tdp_fault(vm, tdp, gpa, write), lib.kvmp_tdp_lookup(tdp, gpa)
+
+
+def test_pages_are_pinned_on_first_touch_and_released_with_the_slot(vm, tdp):
     mem = abi_ffi.new("char[]", 0x5000)
     base = (ptr(mem) + 0xFFF) & ~0xFFF
     assert set_region(vm, 0, 0x40000, 0x4000, base) == 0
-    hpa, writable = ffi.new("u64 *"), ffi.new("bool *")
     before_pins, before_unmapped = lib.kvmp_user_pinned, lib.kvmp_user_unmapped_bytes
-    assert lib.kvmp_gpa_to_hpa(vm, 0x41234, False, hpa, writable) == 0
-    assert hpa[0] == base + 0x1234  # the userspace build's "physical" address
-    assert writable[0]  # no dirty logging: a read maps the page writable
-    assert lib.kvmp_gpa_to_hpa(vm, 0x41000, True, hpa, writable) == 0  # pinned once
+    r, leaf = fault(vm, tdp, 0x41234, False)
+    assert r == 0
+    assert leaf == (base + 0x1000) | 7  # the userspace build's "physical" address
+    assert leaf & W  # no dirty logging: a read maps the page writable
+    assert fault(vm, tdp, 0x41000, True)[0] == 0  # the same page: pinned once
     assert lib.kvmp_user_pinned == before_pins + 1
-    assert lib.kvmp_gpa_to_hpa(vm, 0x50000, True, hpa, writable) == -errno.ENOENT  # MMIO
+    assert fault(vm, tdp, 0x50000, True)[0] == -errno.ENOENT  # MMIO
     assert set_region(vm, 0, 0, 0, 0) == 0
     assert lib.kvmp_user_pinned == before_pins
     assert lib.kvmp_user_unmapped_bytes == before_unmapped + 0x4000
+
+
+def test_the_vmms_mapping_changes_take_pages_out_of_the_guest(vm, tdp):
+    """What the MMU notifier does: pinned pages in the range are unmapped and unpinned,
+    and faults wait (EAGAIN) until the change is over."""
+    mem = abi_ffi.new("char[]", 0x9000)
+    base = (ptr(mem) + 0xFFF) & ~0xFFF
+    assert set_region(vm, 0, 0x100000, 0x8000, base) == 0
+    for page in (0, 2, 3, 7):
+        assert fault(vm, tdp, 0x100000 + page * 0x1000, False)[0] == 0
+    pins, unmapped = lib.kvmp_user_pinned, lib.kvmp_user_unmapped_bytes
+    lib.kvmp_vm_mm_invalidate_start(vm, base + 0x1800, base + 0x3001)  # pages 1-3
+    assert lib.kvmp_user_pinned == pins - 2          # 2 and 3 were pinned
+    assert lib.kvmp_user_unmapped_bytes == unmapped + 0x3000
+    assert fault(vm, tdp, 0x102000, False)[0] == -errno.EAGAIN  # under way
+    assert fault(vm, tdp, 0x100000, False)[0] == 0   # still pinned: no new pin needed
+    lib.kvmp_vm_mm_invalidate_end(vm)
+    assert fault(vm, tdp, 0x102000, False)[0] == 0   # pinned again
+    assert lib.kvmp_user_pinned == pins - 1
+    unmapped = lib.kvmp_user_unmapped_bytes
+    lib.kvmp_vm_mm_invalidate_start(vm, base + 0x9000, base + 0x20000)  # beside the slot
+    lib.kvmp_vm_mm_invalidate_end(vm)
+    assert lib.kvmp_user_unmapped_bytes == unmapped and lib.kvmp_user_pinned == pins - 1
 
 
 def get_dirty_log(vm, slot: int, words: int = 1) -> tuple[int, list[int]]:
@@ -92,21 +131,20 @@ def get_dirty_log(vm, slot: int, words: int = 1) -> tuple[int, list[int]]:
     return lib.kvmp_vm_ioctl(vm, abi.KVMP_GET_DIRTY_LOG, ptr(log)), list(bitmap)
 
 
-def test_dirty_logging_maps_read_only_until_a_write_and_unmaps_what_it_reports(vm):
+def test_dirty_logging_maps_read_only_until_a_write_and_unmaps_what_it_reports(vm, tdp):
     mem = abi_ffi.new("char[]", 0x11000)
     base = (ptr(mem) + 0xFFF) & ~0xFFF
-    hpa, writable = ffi.new("u64 *"), ffi.new("bool *")
     assert set_region(vm, 0, 0, 0x10000, base) == 0
     assert get_dirty_log(vm, 0)[0] == -errno.ENOENT
     unmapped = lib.kvmp_user_unmapped_bytes
     assert set_region(vm, 0, 0, 0x10000, base, flags=1) == 0   # logging on, in place
     assert lib.kvmp_user_unmapped_bytes == unmapped + 0x10000  # every mapping goes
-    assert lib.kvmp_gpa_to_hpa(vm, 0x3000, False, hpa, writable) == 0
-    assert not writable[0]                                     # a read: read-only
-    assert lib.kvmp_gpa_to_hpa(vm, 0x3000, True, hpa, writable) == 0
-    assert writable[0]
-    assert lib.kvmp_gpa_to_hpa(vm, 0x4000, True, hpa, writable) == 0
-    assert lib.kvmp_gpa_to_hpa(vm, 0x6000, True, hpa, writable) == 0
+    r, leaf = fault(vm, tdp, 0x3000, False)
+    assert r == 0 and leaf and not leaf & W                    # a read: read-only
+    r, leaf = fault(vm, tdp, 0x3000, True)
+    assert r == 0 and leaf & W
+    assert fault(vm, tdp, 0x4000, True)[0] == 0
+    assert fault(vm, tdp, 0x6000, True)[0] == 0
     data = ffi.new("char[]", b"abcd")
     assert lib.kvmp_write_guest(vm, 0x8FFE, data, 4) == 0         # the kernel's writes too
     assert get_dirty_log(vm, 0) == (0, [0b1101011000])
@@ -116,8 +154,8 @@ def test_dirty_logging_maps_read_only_until_a_write_and_unmaps_what_it_reports(v
     assert lib.kvmp_user_unmapped_bytes == unmapped + 0x15000  # nothing to unmap
     assert set_region(vm, 0, 0, 0x10000, base, flags=0) == 0   # logging off
     assert get_dirty_log(vm, 0)[0] == -errno.ENOENT
-    assert lib.kvmp_gpa_to_hpa(vm, 0x3000, False, hpa, writable) == 0
-    assert writable[0]
+    r, leaf = fault(vm, tdp, 0x5000, False)
+    assert r == 0 and leaf & W
     assert get_dirty_log(vm, 0x10000)[0] == -errno.EINVAL      # address space 1: none
     assert get_dirty_log(vm, 32764)[0] == -errno.EINVAL        # beyond Linux's slot ids
     assert get_dirty_log(vm, 31)[0] == -errno.ENOENT

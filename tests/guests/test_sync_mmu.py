@@ -1,7 +1,7 @@
 """KVM_CAP_SYNC_MMU: a device that advertises it keeps the guest's view of memory in step
-with the VMM's mappings (an MMU notifier, in Linux); after MADV_DONTNEED the guest must see
-the fresh zero page. A device without it (kvmport pins pages) must not claim it: QEMU then
-keeps guest RAM whole (no balloon discards) instead of trusting a stale view."""
+with the VMM's mappings (an MMU notifier, in Linux and in kvmport's Linux port); after
+MADV_DONTNEED the guest must see the fresh zero page. A device without it must not claim
+it: QEMU then keeps guest RAM whole (no balloon discards) instead of trusting a stale view."""
 
 from __future__ import annotations
 

@@ -194,7 +194,7 @@ u64 kvmp_max_gfn(void);
 void kvmp_vcpu_guest_enter(struct kvmp_vcpu *vcpu, int cpu);
 void kvmp_vcpu_guest_exit(struct kvmp_vcpu *vcpu);
 struct kvmp_slot *kvmp_find_slot(struct kvmp_vm *vm, u64 gpa);
-bool kvmp_gpa_is_mmio(struct kvmp_vm *vm, u64 gpa);
+bool kvmp_gpa_is_mmio(struct kvmp_vm *vm, u64 gpa, bool write);
 int kvmp_get_dirty_log(struct kvmp_vm *vm, const struct kvmp_dirty_log *log);
 int kvmp_read_guest(struct kvmp_vm *vm, u64 gpa, void *dst, unsigned long n);
 int kvmp_write_guest(struct kvmp_vm *vm, u64 gpa, const void *src,

@@ -127,6 +127,7 @@ int kvmp_check_extension(unsigned long cap)
 	case KVMP_CAP_JOIN_MEMORY_REGIONS_WORKS:
 	case KVMP_CAP_IMMEDIATE_EXIT:
 	case KVMP_CAP_MMAP_VCPU:
+	case KVMP_CAP_READONLY_MEM:
 		return 1;
 	case KVMP_CAP_IRQ_ROUTING:
 		/* QEMU 7.2 wants a non-zero answer; there is no routing to do */

@@ -45,13 +45,18 @@ struct kvmp_slot *kvmp_find_slot(struct kvmp_vm *vm, u64 gpa)
 	return NULL;
 }
 
-/* no slot there: MMIO (a snapshot: slots may change right after) */
-bool kvmp_gpa_is_mmio(struct kvmp_vm *vm, u64 gpa)
+/*
+ * No slot there, or a write to a read-only one: MMIO (a snapshot: slots
+ * may change right after)
+ */
+bool kvmp_gpa_is_mmio(struct kvmp_vm *vm, u64 gpa, bool write)
 {
+	struct kvmp_slot *s;
 	bool mmio;
 
 	kvmp_os_mutex_lock(vm->lock);
-	mmio = !kvmp_find_slot(vm, gpa);
+	s = kvmp_find_slot(vm, gpa);
+	mmio = !s || (write && (s->flags & KVMP_MEM_READONLY));
 	kvmp_os_mutex_unlock(vm->lock);
 	return mmio;
 }
@@ -252,7 +257,7 @@ int kvmp_set_user_memory_region(struct kvmp_vm *vm,
 	int ret = 0;
 
 	/* the checks and their order follow Linux's __kvm_set_memory_region */
-	if (r->flags & ~KVMP_MEM_LOG_DIRTY_PAGES)	/* no read-only memory */
+	if (r->flags & ~(KVMP_MEM_LOG_DIRTY_PAGES | KVMP_MEM_READONLY))
 		return -KVMP_EINVAL;
 	if (as_id || id >= KVMP_MAX_SLOTS)
 		return -KVMP_EINVAL;
@@ -283,13 +288,16 @@ int kvmp_set_user_memory_region(struct kvmp_vm *vm,
 		goto out;
 	}
 	if (old) {
-		/* a slot may move or keep its place, not change size or backing */
-		if (r->userspace_addr != old->uaddr || r->memory_size != old->size) {
+		/* a slot may move or keep its place, not change size, backing or
+		 * whether it is read-only
+		 */
+		if (r->userspace_addr != old->uaddr || r->memory_size != old->size ||
+		    ((r->flags ^ old->flags) & KVMP_MEM_READONLY)) {
 			ret = -KVMP_EINVAL;
 			goto out;
 		}
 		if (r->guest_phys_addr == old->gpa) {	/* flags, or nothing */
-			if (r->flags != old->flags)
+			if (r->flags != old->flags)	/* dirty logging */
 				ret = kvmp_slot_set_flags(vm, old, r->flags);
 			goto out;
 		}
@@ -350,7 +358,8 @@ int kvmp_tdp_fault(struct kvmp_vm *vm, struct kvmp_tdp *t, u64 gpa, bool write)
 
 	kvmp_os_mutex_lock(vm->lock);
 	s = kvmp_find_slot(vm, gpa);
-	if (!s) {
+	/* no slot, or a write to read-only memory: MMIO, as in Linux */
+	if (!s || (write && (s->flags & KVMP_MEM_READONLY))) {
 		kvmp_os_mutex_unlock(vm->lock);
 		return -KVMP_ENOENT;
 	}
@@ -385,7 +394,8 @@ int kvmp_tdp_fault(struct kvmp_vm *vm, struct kvmp_tdp *t, u64 gpa, bool write)
 	}
 	if (s->dirty && write)
 		kvmp_mark_dirty(s, gpa);
-	r = kvmp_tdp_map(t, gpa, s->pas[idx], !s->dirty || write);
+	r = kvmp_tdp_map(t, gpa, s->pas[idx], (!s->dirty || write) &&
+			 !(s->flags & KVMP_MEM_READONLY));
 out:
 	kvmp_os_spin_unlock(vm->mmu_lock);
 	kvmp_os_mutex_unlock(vm->lock);
@@ -557,6 +567,7 @@ static int kvmp_guest_copy(struct kvmp_vm *vm, u64 gpa, void *buf,
 {
 	struct kvmp_slot *s;
 	unsigned long chunk;
+	bool readonly;
 	u64 uaddr;
 	int r;
 
@@ -565,8 +576,10 @@ static int kvmp_guest_copy(struct kvmp_vm *vm, u64 gpa, void *buf,
 		s = kvmp_find_slot(vm, gpa);
 		uaddr = s ? s->uaddr + (gpa - s->gpa) : 0;
 		chunk = s ? s->gpa + s->size - gpa : 0;
+		readonly = s && (s->flags & KVMP_MEM_READONLY);
 		kvmp_os_mutex_unlock(vm->lock);
-		if (!s)
+		/* as Linux's kvm_write_guest: read-only memory is not written */
+		if (!s || (to_guest && readonly))
 			return -KVMP_EFAULT;
 		if (chunk > n)
 			chunk = n;

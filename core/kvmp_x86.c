@@ -1116,8 +1116,8 @@ static int kvmp_exit_mmio_string(struct kvmp_vcpu *vcpu, struct kvmp_regs *regs,
 				    regs->rip);
 		return KVMP_TO_USER;
 	}
-	src_mmio = kvmp_gpa_is_mmio(vcpu->vm, src_gpa);
-	dst_mmio = kvmp_gpa_is_mmio(vcpu->vm, dst_gpa);
+	src_mmio = kvmp_gpa_is_mmio(vcpu->vm, src_gpa, false);
+	dst_mmio = kvmp_gpa_is_mmio(vcpu->vm, dst_gpa, true);
 	mmio->movs_dst = dst_gpa;
 	mmio->movs_dst_mmio = dst_mmio;
 	mmio->movs_read = src_mmio;

@@ -131,12 +131,6 @@ def _sregs_differs_on_purpose(c: Call) -> bool:
     return bool(efer & ~0xD01) or bool(cr4 & (1 << 22))
 
 
-def _slot_flags(c: Call) -> bool:
-    """docs/driver.md, Known limits: read-only slots are refused."""
-    flags = _u32(c, 4)
-    return flags is not None and bool(flags & 2)
-
-
 def _slot_beyond_ours(c: Call) -> bool:
     """docs/driver.md, Known limits: 32 slots and no SMM address space (Linux: 32764, 2)."""
     slot = _u32(c)
@@ -168,8 +162,6 @@ ALLOWED: list[tuple[str, Callable[[Call], bool], str | None, str]] = [
      "the supported CPUID lists differ in length (kvmport offers less): E2BIG on one side"),
     ("SET_SREGS", _sregs_differs_on_purpose, "EINVAL",
      "docs/driver.md, Security: KVM_SET_SREGS refuses other EFER bits and CR4.PKE"),
-    ("SET_USER_MEMORY_REGION", _slot_flags, "EINVAL",
-     "docs/driver.md, Known limits: no read-only slots"),
     ("SET_USER_MEMORY_REGION", _slot_beyond_ours, "EINVAL",
      "docs/driver.md, Known limits: 32 slots, no SMM address space"),
 ]

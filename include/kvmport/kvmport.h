@@ -130,6 +130,7 @@ typedef uint64_t kvmp_u64;
 #define KVMP_CAP_INTERNAL_ERROR_DATA		40
 #define KVMP_CAP_XSAVE				55
 #define KVMP_CAP_MAX_VCPUS			66
+#define KVMP_CAP_READONLY_MEM			81
 #define KVMP_CAP_MAX_VCPU_ID			128
 #define KVMP_CAP_IMMEDIATE_EXIT			136
 

@@ -55,8 +55,11 @@ def test_slot_rules_and_errnos(vm):
     assert set_region(vm, 1, 0x100000, 0x1800, base) == -E.EINVAL       # size
     assert set_region(vm, 1, 0x100800, 0x1000, base) == -E.EINVAL       # gpa
     assert set_region(vm, 1, 0x100000, 0x1000, base + 8) == -E.EINVAL   # user address
-    assert set_region(vm, 1, 0x100000, 0x1000, base, flags=2) == -E.EINVAL  # no read-only
     assert set_region(vm, 1, 0x100000, 0x1000, base, flags=4) == -E.EINVAL  # unknown flag
+    assert set_region(vm, 1, 0x100000, 0x1000, base, flags=2) == 0        # read-only
+    assert set_region(vm, 1, 0x100000, 0x1000, base, flags=0) == -E.EINVAL  # stays so
+    assert set_region(vm, 1, 0x100000, 0x1000, base, flags=3) == 0        # + dirty log
+    assert set_region(vm, 1, 0, 0, 0) == 0
     assert set_region(vm, 40, 0x100000, 0x1000, base) == -E.EINVAL      # slot id
     assert set_region(vm, 1, 0x8000, 0x10000, base + 0x10000) == -E.EEXIST   # overlap
     assert set_region(vm, 1, 0x10000, 0x10000, base + 0x10000) == 0

@@ -885,6 +885,93 @@ static void vmx_complete_event(struct kvmp_vcpu *vcpu)
 	}
 }
 
+/* --- KVM_GET/SET_VCPU_EVENTS and DEBUGREGS --------------------------------------- */
+/* soft interrupts and exceptions are not reported (the ABI has no length) */
+static void vmx_get_event(struct kvmp_vcpu *vcpu, struct kvmp_event *e)
+{
+	struct vmx_vcpu *vmx = to_vmx(vcpu);
+	u32 info = vmx->entry_intr;
+
+	kvmp_os_memset(e, 0, sizeof(*e));
+	if (!(info & INTR_INFO_VALID))
+		return;
+	switch (info & INTR_TYPE_MASK) {
+	case INTR_TYPE_HW_EXCEPTION:
+		e->type = KVMP_EVENT_EXCEPTION;
+		e->vector = info & 0xff;
+		e->has_error = info & INTR_INFO_ERROR_VALID;
+		e->error = vmx->entry_error;
+		break;
+	case INTR_TYPE_NMI:
+		e->type = KVMP_EVENT_NMI;
+		e->vector = 2;
+		break;
+	}
+}
+
+static void vmx_set_event(struct kvmp_vcpu *vcpu, const struct kvmp_event *e)
+{
+	to_vmx(vcpu)->entry_intr = 0;
+	if (e->type == KVMP_EVENT_EXCEPTION)
+		vmx_inject_exception(vcpu, e->vector, e->has_error, e->error);
+	else if (e->type == KVMP_EVENT_NMI)
+		vmx_inject_nmi(vcpu);
+}
+
+/* as kvm_intel: the two kinds of blocking, MOV SS first */
+static u8 vmx_get_interrupt_shadow(struct kvmp_vcpu *vcpu)
+{
+	u32 i = to_vmx(vcpu)->guest.interruptibility;
+
+	return (i & INTERRUPTIBILITY_STI ? KVMP_X86_SHADOW_INT_STI : 0) |
+	       (i & INTERRUPTIBILITY_MOV_SS ? KVMP_X86_SHADOW_INT_MOV_SS : 0);
+}
+
+static void vmx_set_interrupt_shadow(struct kvmp_vcpu *vcpu, u8 shadow)
+{
+	u32 *i = &to_vmx(vcpu)->guest.interruptibility;
+
+	*i &= ~(INTERRUPTIBILITY_STI | INTERRUPTIBILITY_MOV_SS);
+	if (shadow & KVMP_X86_SHADOW_INT_MOV_SS)
+		*i |= INTERRUPTIBILITY_MOV_SS;
+	else if (shadow & KVMP_X86_SHADOW_INT_STI)
+		*i |= INTERRUPTIBILITY_STI;
+}
+
+/* NMI blocking is the CPU's with virtual NMIs; without them there is none */
+static bool vmx_get_nmi_mask(struct kvmp_vcpu *vcpu)
+{
+	return to_vmx(vcpu)->guest.interruptibility & INTERRUPTIBILITY_NMI;
+}
+
+static void vmx_set_nmi_mask(struct kvmp_vcpu *vcpu, bool masked)
+{
+	u32 *i = &to_vmx(vcpu)->guest.interruptibility;
+
+	*i &= ~INTERRUPTIBILITY_NMI;
+	if (masked && vmx_has_vnmi)
+		*i |= INTERRUPTIBILITY_NMI;
+}
+
+static void vmx_get_debugregs(struct kvmp_vcpu *vcpu, struct kvmp_debugregs *d)
+{
+	struct vmx_guest *g = &to_vmx(vcpu)->guest;
+
+	kvmp_os_memcpy(d->db, g->dr, sizeof(d->db));
+	d->dr6 = g->dr6;
+	d->dr7 = g->dr7;
+}
+
+static void vmx_set_debugregs(struct kvmp_vcpu *vcpu,
+			      const struct kvmp_debugregs *d)
+{
+	struct vmx_guest *g = &to_vmx(vcpu)->guest;
+
+	kvmp_os_memcpy(g->dr, d->db, sizeof(g->dr));
+	g->dr6 = d->dr6;
+	g->dr7 = d->dr7;
+}
+
 /* --- entering the guest -------------------------------------------------------- */
 struct vmx_dtr {
 	u16 limit;
@@ -1725,5 +1812,13 @@ const struct kvmp_backend kvmp_vmx_backend = {
 	.inject_nmi = vmx_inject_nmi,
 	.set_windows = vmx_set_windows,
 	.if_flag = vmx_if_flag,
+	.get_event = vmx_get_event,
+	.set_event = vmx_set_event,
+	.get_interrupt_shadow = vmx_get_interrupt_shadow,
+	.set_interrupt_shadow = vmx_set_interrupt_shadow,
+	.get_nmi_mask = vmx_get_nmi_mask,
+	.set_nmi_mask = vmx_set_nmi_mask,
+	.get_debugregs = vmx_get_debugregs,
+	.set_debugregs = vmx_set_debugregs,
 	.run = vmx_run,
 };

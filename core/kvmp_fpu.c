@@ -134,20 +134,19 @@ void kvmp_fpu_save_guest(struct kvmp_vcpu *vcpu)
 #define XSAVE_HEADER_END	576
 #define XSAVE_YMM		576	/* architectural in the standard format */
 #define XSAVE_YMM_SIZE		256
+/* the components that hold MXCSR: checked on SET; reported only with SSE/AVX */
 #define XFEATURES_MXCSR		(XFEATURES_FP_SSE | KVMP_XFEATURE_YMM)
+#define XFEATURES_MXCSR_GET	(KVMP_XFEATURE_SSE | KVMP_XFEATURE_YMM)
 
 /*
- * The components the VMM sees and sets, as Linux's user_xfeatures: every one
- * guests may use until KVM_SET_CPUID2, then x87, SSE and what CPUID 0xd.0
- * offers.
+ * The components KVM_GET_XSAVE shows, as Linux 6.1's: x87, SSE and what the
+ * VMM's CPUID 0xd.0 offers.  KVM_SET_XSAVE takes every component guests may
+ * use (kvmp_xcr0_supported), as Linux takes KVM's supported XCR0.
  */
 static u64 kvmp_xsave_user_features(struct kvmp_vcpu *vcpu)
 {
-	struct kvmp_cpuid_entry2 *e;
+	struct kvmp_cpuid_entry2 *e = kvmp_find_cpuid(vcpu, 0xd, 0);
 
-	if (!vcpu->cpuid)
-		return kvmp_xcr0_supported;
-	e = kvmp_find_cpuid(vcpu, 0xd, 0);
 	return XFEATURES_FP_SSE | (e ? (((u64)e->edx << 32) | e->eax) &
 				   kvmp_xcr0_supported : 0);
 }
@@ -177,7 +176,7 @@ void kvmp_fpu_get_xsave(struct kvmp_vcpu *vcpu, u8 *region)
 		region[0] = 0x7f;
 		region[1] = 0x03;
 	}
-	if (bv & XFEATURES_MXCSR) {
+	if (bv & XFEATURES_MXCSR_GET) {
 		kvmp_os_memcpy(region + XSAVE_MXCSR, x + XSAVE_MXCSR, 8);
 	} else {
 		region[XSAVE_MXCSR] = 0x80;
@@ -214,7 +213,7 @@ int kvmp_fpu_set_xsave(struct kvmp_vcpu *vcpu, const u8 *region)
 		kvmp_os_memcpy(x, region, 512);
 		return 0;
 	}
-	if (bv & ~kvmp_xsave_user_features(vcpu))
+	if (bv & ~kvmp_xcr0_supported)
 		return -KVMP_EINVAL;
 	for (i = 1; i < 8; i++)		/* XCOMP_BV and the reserved words */
 		if (hdr[i])

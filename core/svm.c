@@ -628,11 +628,13 @@ static void svm_get_event(struct kvmp_vcpu *vcpu, struct kvmp_event *e)
 	}
 }
 
+/* as given: an error code in real mode is dropped only at the entry (as Linux) */
 static void svm_set_event(struct kvmp_vcpu *vcpu, const struct kvmp_event *e)
 {
 	to_svm(vcpu)->vmcb->control.event_inj = 0;
 	if (e->type == KVMP_EVENT_EXCEPTION)
-		svm_inject_exception(vcpu, e->vector, e->has_error, e->error);
+		svm_inject(to_svm(vcpu)->vmcb, EVENT_TYPE_EXCEPTION | e->vector |
+			   (e->has_error ? EVENT_ERROR_VALID : 0), e->error);
 	else if (e->type == KVMP_EVENT_NMI)
 		svm_inject_nmi(vcpu);
 }
@@ -902,6 +904,9 @@ static int svm_run(struct kvmp_vcpu *vcpu)
 		svm->nmi_iret = false;
 		ctl->intercepts[3] |= ICPT3_IRET;
 	}
+	/* real mode pushes no error code (one the VMM restored is dropped here) */
+	if (!(svm->vmcb->save.cr0 & KVMP_CR0_PE))
+		ctl->event_inj &= ~(u64)EVENT_ERROR_VALID;
 	kvmp_os_fpu_begin();	/* preemption off until fpu_end */
 	kvmp_os_irq_disable();
 	cpu = kvmp_os_cpu();

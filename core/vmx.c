@@ -909,11 +909,13 @@ static void vmx_get_event(struct kvmp_vcpu *vcpu, struct kvmp_event *e)
 	}
 }
 
+/* as given: an error code in real mode is dropped only at the entry (as Linux) */
 static void vmx_set_event(struct kvmp_vcpu *vcpu, const struct kvmp_event *e)
 {
 	to_vmx(vcpu)->entry_intr = 0;
 	if (e->type == KVMP_EVENT_EXCEPTION)
-		vmx_inject_exception(vcpu, e->vector, e->has_error, e->error);
+		vmx_inject(to_vmx(vcpu), INTR_TYPE_HW_EXCEPTION | e->vector |
+			   (e->has_error ? INTR_INFO_ERROR_VALID : 0), e->error, 0);
 	else if (e->type == KVMP_EVENT_NMI)
 		vmx_inject_nmi(vcpu);
 }
@@ -1224,6 +1226,9 @@ static void vmx_write_guest(struct vmx_vcpu *vmx)
 		((g->efer & KVMP_EFER_LMA) ? ENTRY_IA32E : 0));
 	vmcs_write(VMCS_TSC_OFFSET, g->tsc_offset);
 	vmcs_write(VMCS_PROC_CTLS, vmx->proc);
+	/* real mode pushes no error code (one the VMM restored is dropped here) */
+	if (!(g->cr0 & KVMP_CR0_PE))
+		vmx->entry_intr &= ~INTR_INFO_ERROR_VALID;
 	vmcs_write(VMCS_ENTRY_INTR_INFO, vmx->entry_intr);
 	vmcs_write(VMCS_ENTRY_EXCEPTION_ERROR, vmx->entry_error);
 	vmcs_write(VMCS_ENTRY_INSN_LEN, vmx->entry_len);

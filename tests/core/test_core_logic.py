@@ -528,9 +528,10 @@ def test_debugregs_and_xcrs_policy_as_linux(vcpu):
 
 
 def test_xsave_policy_as_linux(vcpu):
-    """KVM_SET_XSAVE: what Linux 6.1 takes (every component guests may use until
-    KVM_SET_CPUID2, then x87, SSE and what CPUID 0xd.0 offers); MXCSR checked only when a
-    component that holds it is in XSTATE_BV; components left out read as reset."""
+    """KVM_SET_XSAVE: what Linux 6.1 takes (every component guests may use), what
+    KVM_GET_XSAVE shows (x87, SSE and what the VMM's CPUID 0xd.0 offers); MXCSR checked
+    when x87, SSE or AVX is in XSTATE_BV, shown only with SSE or AVX; components left out
+    read as reset."""
     if "avx" not in host_flags() or "xsave" not in host_flags():
         pytest.skip("needs a host with XSAVE and AVX")  # the lab's CPU and this host have both
 
@@ -543,18 +544,25 @@ def test_xsave_policy_as_linux(vcpu):
         abi_ffi.memmove(x, bytes(raw), 4096)
         return x
 
-    got = abi_ffi.new("struct kvmp_xsave *")
+    def get() -> bytes:
+        got = abi_ffi.new("struct kvmp_xsave *")
+        assert state_ioctl(vcpu, "GET_XSAVE", got) == 0
+        return bytes(abi_ffi.buffer(got))
+
     assert state_ioctl(vcpu, "SET_XSAVE", image(0b111, ymm0=b"\x55" * 16)) == 0
-    assert state_ioctl(vcpu, "GET_XSAVE", got) == 0
-    b = bytes(abi_ffi.buffer(got))
-    assert b[512] == 0b111 and b[576:592] == b"\x55" * 16 and b[0:2] == b"\0\0"
+    b = get()  # no CPUID: AVX is kept but not shown
+    assert b[512] == 0b011 and b[576:592] == b"\0" * 16 and b[0:2] == b"\0\0"
     assert state_ioctl(vcpu, "SET_XSAVE", image(0, mxcsr=1 << 31)) == 0  # MXCSR not used
     assert state_ioctl(vcpu, "SET_XSAVE", image(0b100, mxcsr=1 << 31)) == -errno.EINVAL
-    assert state_ioctl(vcpu, "GET_XSAVE", got) == 0
-    b = bytes(abi_ffi.buffer(got))  # XSTATE_BV 0: everything in its reset state
-    assert (b[0:2], b[24:28], b[512], b[576:592]) == (b"\x7f\x03", b"\x80\x1f\0\0", 0, b"\0" * 16)
+    assert state_ioctl(vcpu, "SET_XSAVE", image(1 << 9)) == -errno.EINVAL  # not supported
+    b = get()  # XSTATE_BV 0: everything in its reset state
+    assert (b[0:2], b[24:26], b[512], b[576:592]) == (b"\x7f\x03", b"\x80\x1f", 0, b"\0" * 16)
     table = abi_ffi.new("struct kvmp_cpuid2 *", {"nent": 1, "entries": 1})
-    table.entries[0] = {"function": 0xD, "index": 0, "eax": 0b11}
+    table.entries[0] = {"function": 0xD, "index": 0, "eax": 0b111}
     assert lib.kvmp_vcpu_ioctl(vcpu, abi.KVMP_SET_CPUID2, ptr(table)) == 0
-    assert state_ioctl(vcpu, "SET_XSAVE", image(0b111)) == -errno.EINVAL  # AVX not offered
-    assert state_ioctl(vcpu, "SET_XSAVE", image(0b011)) == 0
+    assert state_ioctl(vcpu, "SET_XSAVE", image(0b111, ymm0=b"\x55" * 16)) == 0
+    b = get()  # AVX offered: shown
+    assert b[512] == 0b111 and b[576:592] == b"\x55" * 16
+    assert state_ioctl(vcpu, "SET_XSAVE", image(0b001, mxcsr=0x1FA0)) == 0
+    b = get()  # x87 only: MXCSR is shown in its reset state
+    assert (b[512], b[24:26]) == (0b001, b"\x80\x1f")

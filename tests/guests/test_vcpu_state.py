@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pyhost import Cap, Hlt, IoOut, Kvm, Vcpu
+from pyhost import Cap, Hlt, Intr, IoOut, Kvm, Vcpu
 from pyhost.exits import Exit
 from pyhost.raw import DEFAULT_MEMORY
 from pyhost.x86.modes import TrappedException, trapped_exception
@@ -17,7 +17,11 @@ DR0 = 0x12345678
 
 
 def save(kvm: Kvm, vcpu: Vcpu) -> dict[str, Any]:
-    """What a VMM saves of a VCPU, in the order QEMU reads it."""
+    """What a VMM saves of a VCPU, in the order QEMU reads it, after finishing the exit's
+    I/O instruction with an immediate-exit KVM_RUN (Linux moves RIP past an OUT only on
+    the next KVM_RUN, so the KVM API asks for this before saving)."""
+    vcpu.kvm_run.immediate_exit = 1
+    assert isinstance(vcpu.run(), Intr)
     state = {"regs": vcpu.get_regs(), "sregs": vcpu.get_sregs(), "xsave": vcpu.get_xsave(),
              "events": vcpu.get_vcpu_events(), "debugregs": vcpu.get_debugregs()}
     if kvm.check_extension(Cap.XCRS):

@@ -688,8 +688,13 @@ static void svm_set_debugregs(struct kvmp_vcpu *vcpu,
 /*
  * DR0-3 are not in the VMCB: the guest's go into the CPU for the entry and
  * the host's come back after it, each only where the two differ (mostly
- * both are 0).  Interrupts are off.
+ * both are 0).  The host's breakpoints are off meanwhile (so none fires on
+ * a guest's address), and its DR7, which #VMEXIT resets, comes back too.
+ * Interrupts are off.
  */
+#define DR7_RESET	0x400ULL
+#define DR7_ENABLES	0xffULL
+
 static u64 svm_read_dr(int n)
 {
 	u64 v = 0;
@@ -706,6 +711,9 @@ static u64 svm_read_dr(int n)
 		break;
 	case 3:
 		asm volatile("mov %%dr3, %0" : "=r"(v));
+		break;
+	case 7:
+		asm volatile("mov %%dr7, %0" : "=r"(v));
 		break;
 	}
 	return v;
@@ -726,6 +734,9 @@ static void svm_write_dr(int n, u64 v)
 	case 3:
 		asm volatile("mov %0, %%dr3" : : "r"(v));
 		break;
+	case 7:
+		asm volatile("mov %0, %%dr7" : : "r"(v));
+		break;
 	}
 }
 
@@ -733,6 +744,9 @@ static void svm_load_guest_dr(struct svm_vcpu *svm, u64 *host)
 {
 	int i;
 
+	host[4] = svm_read_dr(7);
+	if (host[4] & DR7_ENABLES)
+		svm_write_dr(7, DR7_RESET);
 	for (i = 0; i < 4; i++) {
 		host[i] = svm_read_dr(i);
 		if (host[i] != svm->db[i])
@@ -749,6 +763,8 @@ static void svm_load_host_dr(struct svm_vcpu *svm, const u64 *host)
 		if (host[i] != svm->db[i])
 			svm_write_dr(i, host[i]);
 	}
+	if (host[4] != DR7_RESET)
+		svm_write_dr(7, host[4]);
 }
 
 /* --- entering the guest -------------------------------------------------------- */
@@ -894,7 +910,7 @@ static int svm_run(struct kvmp_vcpu *vcpu)
 	struct svm_vcpu *svm = to_svm(vcpu);
 	struct vmcb_control *ctl = &svm->vmcb->control;
 	struct svm_cpu *c;
-	u64 host_dr[4];
+	u64 host_dr[5];		/* DR0-3, DR7 */
 	int cpu;
 
 	/* an NMI going in blocks the next until its handler's IRET */

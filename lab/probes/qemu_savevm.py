@@ -2,7 +2,7 @@
 
 Run inside the SVM lab (docs/qemu.md):
     invoke lab --cpu svm -- 'insmod $KVMPORT_KO && TMPDIR=/tmp python3 -m lab.probes.qemu_savevm \
-        SECONDS QEMU-BINARY DEVICE'
+        SECONDS QEMU-BINARY DEVICE [savevm|sync]'
 Boots bootfd.img under QEMU (`-snapshot`: the floppy gets a temporary qcow2 overlay, which
 holds the snapshot; `-no-shutdown`: QEMU stays after the guest powers off), and through
 the human monitor on a unix socket: `savevm s1` while the guest waits for console input
@@ -10,6 +10,11 @@ the human monitor on a unix socket: `savevm s1` while the guest waits for consol
 `loadvm s1` and `cont`: the guest must go on from the saved point to a second
 `self-check PASS`.  Prints each step with its time, the monitor's answers, the console's
 last lines and QEMU's stderr; exit status 0 only if the second self-check passed.
+
+`sync` instead (no dirty logging needed): from the same point, ten rounds of `stop`,
+`info registers` (QEMU reads every VCPU state: registers, XSAVE, XCRS, events, debug
+registers) and `cont` (QEMU writes it all back), 0.3 s apart; the guest must go on to
+`self-check PASS`.
 """
 
 from __future__ import annotations
@@ -67,6 +72,7 @@ class Monitor:
 
 def main() -> int:
     seconds, qemu, device = float(sys.argv[1]), sys.argv[2], sys.argv[3]
+    mode = sys.argv[4] if len(sys.argv) > 4 else "savevm"
     with tempfile.TemporaryDirectory() as tmp:
         mon_path = Path(tmp) / "monitor.sock"
         argv = [qemu, "-accel", f"kvm,device={device}", "-machine", "pc,kernel-irqchip=off",
@@ -104,6 +110,15 @@ def main() -> int:
             mon = Monitor(mon_path, 120)
             if not wait_for(SAVE_AT):
                 step("the guest never asked for console input")
+            elif mode == "sync":
+                for i in range(10):
+                    mon.command("stop")
+                    regs = mon.command("info registers")
+                    mon.command("cont")
+                    step(f"round {i}: {regs[:100]!r}")
+                    time.sleep(0.3)
+                ok = wait_for(PASS)
+                step("self-check PASS" if ok else "no self-check PASS")
             else:
                 step(f"savevm s1: {mon.command('savevm s1')!r}")
                 step(f"info snapshots: {mon.command('info snapshots')!r}")

@@ -1208,9 +1208,17 @@ static void vmx_write_guest(struct vmx_vcpu *vmx)
 	vmcs_write(VMCS_GUEST_RSP, g->rsp);
 	vmcs_write(VMCS_GUEST_RIP, g->rip);
 	vmcs_write(VMCS_GUEST_RFLAGS, g->rflags);
-	/* VM entry's rules: STI blocking needs IF; TF under a shadow is pending */
+	/*
+	 * VM entry's rules: STI blocking needs IF; an NMI goes in neither under
+	 * MOV SS nor under NMI blocking (a VMM may restore them together); TF
+	 * under a shadow is pending
+	 */
 	if (!(g->rflags & KVMP_EFLAGS_IF))
 		g->interruptibility &= ~INTERRUPTIBILITY_STI;
+	if ((vmx->entry_intr & (INTR_INFO_VALID | INTR_TYPE_MASK)) ==
+	    (INTR_INFO_VALID | INTR_TYPE_NMI))
+		g->interruptibility &= ~(INTERRUPTIBILITY_MOV_SS |
+					 INTERRUPTIBILITY_NMI);
 	vmcs_write(VMCS_GUEST_PENDING_DBG, (g->rflags & EFLAGS_TF) &&
 		(g->interruptibility & (INTERRUPTIBILITY_STI |
 					INTERRUPTIBILITY_MOV_SS)) ? 1 << 14 : 0);

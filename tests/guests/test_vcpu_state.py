@@ -108,3 +108,19 @@ def test_exception_injected_by_set_vcpu_events_reaches_the_guest(raw_guest):
     assert trapped_exception(g.vm, vcpu) == TrappedException(13, rip, 0x1234)
     after = vcpu.get_vcpu_events()
     assert after.exception.injected == 0  # delivered
+
+
+def test_sse_state_survives_save_and_restore(kvm, raw_guest, guest_symbols):
+    """fpu_isolation loads its pattern into XMM0-15 and exits; saved there and restored in a
+    new VM (KVM_SET_XSAVE carries the registers), it must store the same pattern back."""
+    g = raw_guest("fpu_isolation")
+    ex = g.vcpu.run()
+    assert isinstance(ex, IoOut) and ex.port == 0x10, ex
+    state = save(kvm, g.vcpu)
+    memory = g.vm.read(0, DEFAULT_MEMORY)
+    g2 = raw_guest("fpu_isolation")
+    g2.vm.write(0, memory)
+    restore(g2.vcpu, state)
+    assert isinstance(g2.vcpu.run(), Hlt)
+    syms = guest_symbols("fpu_isolation")
+    assert g2.vm.read(syms["after"], 256) == g2.vm.read(syms["pattern"], 256)

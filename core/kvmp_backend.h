@@ -49,6 +49,21 @@ struct kvmp_backend {
 	/* arm (or disarm) an exit for when an interrupt / NMI can be taken */
 	void (*set_windows)(struct kvmp_vcpu *vcpu, bool irq, bool nmi);
 	bool (*if_flag)(struct kvmp_vcpu *vcpu);
+	/*
+	 * The state KVM_GET/SET_VCPU_EVENTS and DEBUGREGS save and restore
+	 * (the checks are kvmp_state.c's): the event the next entry delivers,
+	 * the interrupt shadow as KVMP_X86_SHADOW_INT_* bits (each backend as
+	 * Linux's for its CPU), NMI blocking, DR0-3, DR6 and DR7.
+	 */
+	void (*get_event)(struct kvmp_vcpu *vcpu, struct kvmp_event *e);
+	void (*set_event)(struct kvmp_vcpu *vcpu, const struct kvmp_event *e);
+	u8 (*get_interrupt_shadow)(struct kvmp_vcpu *vcpu);
+	void (*set_interrupt_shadow)(struct kvmp_vcpu *vcpu, u8 shadow);
+	bool (*get_nmi_mask)(struct kvmp_vcpu *vcpu);
+	void (*set_nmi_mask)(struct kvmp_vcpu *vcpu, bool masked);
+	void (*get_debugregs)(struct kvmp_vcpu *vcpu, struct kvmp_debugregs *d);
+	void (*set_debugregs)(struct kvmp_vcpu *vcpu,
+			      const struct kvmp_debugregs *d);
 	int (*run)(struct kvmp_vcpu *vcpu);
 };
 

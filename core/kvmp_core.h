@@ -145,6 +145,20 @@ struct kvmp_msr_state {
 	u64 kvm_system_time;		/* the old KVM clock MSR, stored only */
 };
 
+/*
+ * The event the next entry delivers, which an exit may have left behind
+ * (EVENTINJ on SVM, the VM-entry interruption information on VMX): an
+ * exception or an NMI.  Interrupts are the core's (pending_irq).
+ */
+enum { KVMP_EVENT_NONE, KVMP_EVENT_EXCEPTION, KVMP_EVENT_NMI };
+
+struct kvmp_event {
+	u8 type;
+	u8 vector;
+	bool has_error;
+	u32 error;
+};
+
 struct kvmp_vcpu {
 	struct kvmp_vm *vm;
 	u32 id;
@@ -163,6 +177,14 @@ struct kvmp_vcpu {
 	u64 xcr0;			/* the guest's XCR0 (XSETBV) */
 	int pending_irq;		/* KVM_INTERRUPT vector, or -1 */
 	bool pending_nmi;
+	/* an injected NMI (KVM_SET_VCPU_EVENTS) waiting behind an exception */
+	bool nmi_injected;
+	/*
+	 * What KVM_GET_VCPU_EVENTS reports of the last exception and interrupt
+	 * after their delivery (Linux keeps the vector, error code, ...)
+	 */
+	struct kvmp_event last_exception;
+	u8 last_irq;
 	struct kvmp_pio pio;
 	struct kvmp_mmio mmio;
 
@@ -235,6 +257,11 @@ void kvmp_fpu_get(struct kvmp_vcpu *vcpu, struct kvmp_fpu *f);
 void kvmp_fpu_set(struct kvmp_vcpu *vcpu, const struct kvmp_fpu *f);
 void kvmp_fpu_load_guest(struct kvmp_vcpu *vcpu);	/* interrupts off */
 void kvmp_fpu_save_guest(struct kvmp_vcpu *vcpu);
+void kvmp_fpu_get_xsave(struct kvmp_vcpu *vcpu, u8 *region);	/* 4096 bytes */
+int kvmp_fpu_set_xsave(struct kvmp_vcpu *vcpu, const u8 *region);
+/* kvmp_state.c: KVM_GET/SET_VCPU_EVENTS, DEBUGREGS, XSAVE, XCRS */
+long kvmp_vcpu_state_ioctl(struct kvmp_vcpu *vcpu, unsigned int ioctl,
+			   u64 uarg);
 /*
  * kvmp_check.c: guest state from the VMM, checked as Linux checks it.  The
  * core's KVM_SET_SREGS calls kvmp_check_sregs before the backend's
@@ -264,6 +291,7 @@ void kvmp_emulate_cpuid(struct kvmp_vcpu *vcpu, u64 guest_cr4, u32 *eax,
 /* XSAVE state components guests may use (x87, SSE, AVX), 0 without XSAVE */
 extern u64 kvmp_xcr0_supported;
 extern u64 kvmp_host_xcr0;
+extern u32 kvmp_mxcsr_mask;	/* MXCSR bits the host CPU has */
 #define KVMP_XSAVE_AREA_MAX	1024	/* legacy + header + AVX fit */
 int kvmp_set_xcr(struct kvmp_vcpu *vcpu, u32 index, u64 value);
 /* RDMSR/WRMSR by the guest; non-zero means #GP */

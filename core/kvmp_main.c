@@ -128,7 +128,12 @@ int kvmp_check_extension(unsigned long cap)
 	case KVMP_CAP_IMMEDIATE_EXIT:
 	case KVMP_CAP_MMAP_VCPU:
 	case KVMP_CAP_READONLY_MEM:
+	case KVMP_CAP_VCPU_EVENTS:
+	case KVMP_CAP_DEBUGREGS:
+	case KVMP_CAP_XSAVE:
 		return 1;
+	case KVMP_CAP_XCRS:	/* as Linux: only with XSAVE on the host */
+		return kvmp_xcr0_supported != 0;
 	case KVMP_CAP_IRQ_ROUTING:
 		/* QEMU 7.2 wants a non-zero answer; there is no routing to do */
 		return 1;
@@ -539,6 +544,15 @@ static long kvmp_vcpu_ioctl_locked(struct kvmp_vcpu *vcpu, unsigned int ioctl,
 	case KVMP_NMI:
 		vcpu->pending_nmi = true;
 		return 0;
+	case KVMP_GET_VCPU_EVENTS:
+	case KVMP_SET_VCPU_EVENTS:
+	case KVMP_GET_DEBUGREGS:
+	case KVMP_SET_DEBUGREGS:
+	case KVMP_GET_XSAVE:
+	case KVMP_SET_XSAVE:
+	case KVMP_GET_XCRS:
+	case KVMP_SET_XCRS:
+		return kvmp_vcpu_state_ioctl(vcpu, ioctl, arg);
 	case KVMP_X86_SETUP_MCE: {
 		u64 cap;
 
@@ -590,8 +604,10 @@ static long kvmp_vcpu_ioctl_locked(struct kvmp_vcpu *vcpu, unsigned int ioctl,
 		r = kvmp_os_copy_from_user(&b->irq, arg, sizeof(b->irq));
 		if (!r && b->irq.irq >= KVMP_NR_INTERRUPTS)
 			r = -KVMP_EINVAL;
-		if (!r)
+		if (!r) {
 			vcpu->pending_irq = b->irq.irq;
+			vcpu->last_irq = b->irq.irq;
+		}
 		break;
 	case KVMP_GET_MP_STATE:
 		b->mp.mp_state = KVMP_MP_STATE_RUNNABLE;	/* HLT exits to the VMM */

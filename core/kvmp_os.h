@@ -30,6 +30,9 @@ typedef kvmp_u64 u64;
 #ifndef __packed
 #define __packed KVMP_ATTRIBUTE(__packed__)
 #endif
+#ifndef __aligned
+#define __aligned(n) KVMP_ATTRIBUTE(__aligned__(n))
+#endif
 #ifndef __printf
 #define __printf(a, b) KVMP_ATTRIBUTE(__format__(printf, a, b))
 #endif

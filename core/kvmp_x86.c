@@ -48,6 +48,7 @@ static bool kvmp_host_ibpb;	/* the CPU has the indirect branch prediction barrie
 static u32 kvmp_supported_nent;
 u64 kvmp_xcr0_supported;
 u64 kvmp_host_xcr0;
+u32 kvmp_mxcsr_mask;
 static u32 kvmp_ymm_end;		/* where the AVX component ends */
 
 /*
@@ -56,7 +57,17 @@ static u32 kvmp_ymm_end;		/* where the AVX component ends */
  */
 static void kvmp_probe_xsave(void)
 {
+	static u8 fx[512] __aligned(16);
 	u32 a, b, c, d;
+
+	/*
+	 * FXSAVE's MXCSR_MASK: the MXCSR bits this CPU has (0 means the
+	 * original 0xffbf).  FXSAVE only stores, so no FPU context is needed.
+	 */
+	asm volatile("fxsave64 %0" : "=m"(fx));
+	kvmp_os_memcpy(&kvmp_mxcsr_mask, fx + 28, 4);
+	if (!kvmp_mxcsr_mask)
+		kvmp_mxcsr_mask = 0xffbf;
 
 	kvmp_xcr0_supported = 0;
 	kvmp_cpuid(1, 0, &a, &b, &c, &d);
@@ -1283,7 +1294,16 @@ static void kvmp_inject_pending(struct kvmp_vcpu *vcpu)
 {
 	const struct kvmp_backend *be = kvmp_backend;
 	bool nmi_window = false;
+	struct kvmp_event e;
 
+	/* an NMI the VMM restored as injected goes in once the exception did */
+	if (vcpu->nmi_injected) {
+		be->get_event(vcpu, &e);
+		if (e.type == KVMP_EVENT_NONE) {
+			be->inject_nmi(vcpu);
+			vcpu->nmi_injected = false;
+		}
+	}
 	if (vcpu->pending_nmi) {
 		if (be->nmi_allowed(vcpu)) {
 			be->inject_nmi(vcpu);

@@ -58,6 +58,15 @@ struct svm_vcpu {
 	u32 asid_generation;
 	int asid_cpu;
 	bool need_flush;	/* the guest's own CR write changed its TLB */
+	/*
+	 * NMI blocking, which SVM without vNMI leaves to us (as kvm_amd): from
+	 * the NMI's injection until the handler's IRET has run (intercepted,
+	 * then done once RIP moved past it).
+	 */
+	bool nmi_masked;
+	bool nmi_iret;
+	u64 nmi_iret_rip;
+	u64 db[4];		/* the guest's DR0-3, in the CPU only while it runs */
 };
 
 _Static_assert(sizeof(struct svm_vcpu) <= KVMP_PAGE_SIZE, "svm_vcpu fits a page");
@@ -557,7 +566,8 @@ static void svm_irq_window(struct vmcb *vmcb, bool on)
 
 static bool svm_nmi_allowed(struct kvmp_vcpu *vcpu)
 {
-	return !(to_svm(vcpu)->vmcb->control.event_inj & EVENT_VALID);
+	return !(to_svm(vcpu)->vmcb->control.event_inj & EVENT_VALID) &&
+	       !to_svm(vcpu)->nmi_masked;
 }
 
 static void svm_inject_nmi(struct kvmp_vcpu *vcpu)
@@ -587,6 +597,8 @@ static void svm_set_windows(struct kvmp_vcpu *vcpu, bool irq, bool nmi)
 	struct vmcb *vmcb = to_svm(vcpu)->vmcb;
 
 	vmcb->control.intercepts[3] &= ~ICPT3_IRET;
+	if (to_svm(vcpu)->nmi_masked && !to_svm(vcpu)->nmi_iret)
+		vmcb->control.intercepts[3] |= ICPT3_IRET;
 	if ((vmcb->control.int_ctl & V_IRQ) &&
 	    !(vmcb->control.intercepts[3] & ICPT3_VINTR)) {
 		if (irq)
@@ -609,6 +621,167 @@ static void svm_complete_virq(struct kvmp_vcpu *vcpu)
 	    !(vmcb->control.intercepts[3] & ICPT3_VINTR))
 		vcpu->pending_irq = vmcb->control.int_vector & 0xff;
 	svm_virq(vmcb, false, false, 0);
+}
+
+/* --- KVM_GET/SET_VCPU_EVENTS and DEBUGREGS --------------------------------------- */
+static void svm_get_event(struct kvmp_vcpu *vcpu, struct kvmp_event *e)
+{
+	u64 inj = to_svm(vcpu)->vmcb->control.event_inj;
+
+	kvmp_os_memset(e, 0, sizeof(*e));
+	if (!(inj & EVENT_VALID))
+		return;
+	switch (inj & EVENT_TYPE_MASK) {
+	case EVENT_TYPE_EXCEPTION:
+		e->type = KVMP_EVENT_EXCEPTION;
+		e->vector = inj & 0xff;
+		e->has_error = inj & EVENT_ERROR_VALID;
+		e->error = inj >> 32;
+		break;
+	case EVENT_TYPE_NMI:
+		e->type = KVMP_EVENT_NMI;
+		e->vector = 2;
+		break;
+	}
+}
+
+/* as given: an error code in real mode is dropped only at the entry (as Linux) */
+static void svm_set_event(struct kvmp_vcpu *vcpu, const struct kvmp_event *e)
+{
+	to_svm(vcpu)->vmcb->control.event_inj = 0;
+	if (e->type == KVMP_EVENT_EXCEPTION)
+		svm_inject(to_svm(vcpu)->vmcb, EVENT_TYPE_EXCEPTION | e->vector |
+			   (e->has_error ? EVENT_ERROR_VALID : 0), e->error);
+	else if (e->type == KVMP_EVENT_NMI)
+		svm_inject_nmi(vcpu);
+}
+
+/* as kvm_amd: one shadow bit, reported as both kinds */
+static u8 svm_get_interrupt_shadow(struct kvmp_vcpu *vcpu)
+{
+	return to_svm(vcpu)->vmcb->control.int_state & INT_STATE_SHADOW ?
+	       KVMP_X86_SHADOW_INT_MOV_SS | KVMP_X86_SHADOW_INT_STI : 0;
+}
+
+static void svm_set_interrupt_shadow(struct kvmp_vcpu *vcpu, u8 shadow)
+{
+	struct vmcb_control *ctl = &to_svm(vcpu)->vmcb->control;
+
+	ctl->int_state &= ~INT_STATE_SHADOW;
+	if (shadow)
+		ctl->int_state |= INT_STATE_SHADOW;
+}
+
+static bool svm_get_nmi_mask(struct kvmp_vcpu *vcpu)
+{
+	return to_svm(vcpu)->nmi_masked;
+}
+
+static void svm_set_nmi_mask(struct kvmp_vcpu *vcpu, bool masked)
+{
+	to_svm(vcpu)->nmi_masked = masked;
+	to_svm(vcpu)->nmi_iret = false;
+}
+
+static void svm_get_debugregs(struct kvmp_vcpu *vcpu, struct kvmp_debugregs *d)
+{
+	struct svm_vcpu *svm = to_svm(vcpu);
+
+	kvmp_os_memcpy(d->db, svm->db, sizeof(d->db));
+	d->dr6 = svm->vmcb->save.dr6;
+	d->dr7 = svm->vmcb->save.dr7;
+}
+
+static void svm_set_debugregs(struct kvmp_vcpu *vcpu,
+			      const struct kvmp_debugregs *d)
+{
+	struct svm_vcpu *svm = to_svm(vcpu);
+
+	kvmp_os_memcpy(svm->db, d->db, sizeof(svm->db));
+	svm->vmcb->save.dr6 = d->dr6;
+	svm->vmcb->save.dr7 = d->dr7;
+}
+
+/*
+ * DR0-3 are not in the VMCB: the guest's go into the CPU for the entry and
+ * the host's come back after it, each only where the two differ (mostly
+ * both are 0).  The host's breakpoints are off meanwhile (so none fires on
+ * a guest's address), and its DR7, which #VMEXIT resets, comes back too.
+ * Interrupts are off.
+ */
+#define DR7_RESET	0x400ULL
+#define DR7_ENABLES	0xffULL
+
+static u64 svm_read_dr(int n)
+{
+	u64 v = 0;
+
+	switch (n) {
+	case 0:
+		asm volatile("mov %%dr0, %0" : "=r"(v));
+		break;
+	case 1:
+		asm volatile("mov %%dr1, %0" : "=r"(v));
+		break;
+	case 2:
+		asm volatile("mov %%dr2, %0" : "=r"(v));
+		break;
+	case 3:
+		asm volatile("mov %%dr3, %0" : "=r"(v));
+		break;
+	case 7:
+		asm volatile("mov %%dr7, %0" : "=r"(v));
+		break;
+	}
+	return v;
+}
+
+static void svm_write_dr(int n, u64 v)
+{
+	switch (n) {
+	case 0:
+		asm volatile("mov %0, %%dr0" : : "r"(v));
+		break;
+	case 1:
+		asm volatile("mov %0, %%dr1" : : "r"(v));
+		break;
+	case 2:
+		asm volatile("mov %0, %%dr2" : : "r"(v));
+		break;
+	case 3:
+		asm volatile("mov %0, %%dr3" : : "r"(v));
+		break;
+	case 7:
+		asm volatile("mov %0, %%dr7" : : "r"(v));
+		break;
+	}
+}
+
+static void svm_load_guest_dr(struct svm_vcpu *svm, u64 *host)
+{
+	int i;
+
+	host[4] = svm_read_dr(7);
+	if (host[4] & DR7_ENABLES)
+		svm_write_dr(7, DR7_RESET);
+	for (i = 0; i < 4; i++) {
+		host[i] = svm_read_dr(i);
+		if (host[i] != svm->db[i])
+			svm_write_dr(i, svm->db[i]);
+	}
+}
+
+static void svm_load_host_dr(struct svm_vcpu *svm, const u64 *host)
+{
+	int i;
+
+	for (i = 0; i < 4; i++) {
+		svm->db[i] = svm_read_dr(i);
+		if (host[i] != svm->db[i])
+			svm_write_dr(i, host[i]);
+	}
+	if (host[4] != DR7_RESET)
+		svm_write_dr(7, host[4]);
 }
 
 /* --- entering the guest -------------------------------------------------------- */
@@ -658,6 +831,11 @@ static int svm_handle_exit(struct kvmp_vcpu *vcpu)
 	u32 info = (u32)ctl->exit_int_info;
 
 	svm_complete_virq(vcpu);
+	/* the NMI handler's IRET has run: NMIs may come again (as kvm_amd) */
+	if (svm->nmi_iret && svm->vmcb->save.rip != svm->nmi_iret_rip) {
+		svm->nmi_masked = false;
+		svm->nmi_iret = false;
+	}
 	if (code == SVM_EXIT_INVALID || code == (u32)SVM_EXIT_INVALID) {
 		run->exit_reason = KVMP_EXIT_FAIL_ENTRY;
 		run->fail_entry.hardware_entry_failure_reason = code;
@@ -685,9 +863,21 @@ static int svm_handle_exit(struct kvmp_vcpu *vcpu)
 static int svm_run(struct kvmp_vcpu *vcpu)
 {
 	struct svm_vcpu *svm = to_svm(vcpu);
+	struct vmcb_control *ctl = &svm->vmcb->control;
 	struct svm_cpu *c;
+	u64 host_dr[5];		/* DR0-3, DR7 */
 	int cpu;
 
+	/* an NMI going in blocks the next until its handler's IRET */
+	if ((ctl->event_inj & (EVENT_VALID | EVENT_TYPE_MASK)) ==
+	    (EVENT_VALID | EVENT_TYPE_NMI)) {
+		svm->nmi_masked = true;
+		svm->nmi_iret = false;
+		ctl->intercepts[3] |= ICPT3_IRET;
+	}
+	/* real mode pushes no error code (one the VMM restored is dropped here) */
+	if (!(svm->vmcb->save.cr0 & KVMP_CR0_PE))
+		ctl->event_inj &= ~(u64)EVENT_ERROR_VALID;
 	kvmp_os_fpu_begin();	/* preemption off until fpu_end */
 	kvmp_os_irq_disable();
 	cpu = kvmp_os_cpu();
@@ -708,6 +898,7 @@ static int svm_run(struct kvmp_vcpu *vcpu)
 	svm_prepare_asid(vcpu, c, cpu);
 	svm->enter.host_vmcb_pa = c->host_vmcb_pa;
 	kvmp_fpu_load_guest(vcpu);
+	svm_load_guest_dr(svm, host_dr);
 
 	/*
 	 * The guest's TSC_AUX is 0 (CPUID offers neither RDTSCP nor RDPID);
@@ -723,6 +914,7 @@ static int svm_run(struct kvmp_vcpu *vcpu)
 	if (c->host_tsc_aux)
 		kvmp_wrmsr(MSR_TSC_AUX, c->host_tsc_aux);
 	kvmp_vcpu_guest_exit(vcpu);
+	svm_load_host_dr(svm, host_dr);
 
 	kvmp_fpu_save_guest(vcpu);
 	kvmp_os_irq_enable();
@@ -750,7 +942,14 @@ static int svm_exit_reenter(struct kvmp_vcpu *vcpu)
 /* the handler of an interrupt V_IRQ carried returns: now a window can be armed */
 static int svm_exit_iret(struct kvmp_vcpu *vcpu)
 {
-	to_svm(vcpu)->vmcb->control.intercepts[3] &= ~ICPT3_IRET;
+	struct svm_vcpu *svm = to_svm(vcpu);
+
+	svm->vmcb->control.intercepts[3] &= ~ICPT3_IRET;
+	/* an NMI handler's IRET: NMIs stay blocked until it has run */
+	if (svm->nmi_masked && !svm->nmi_iret) {
+		svm->nmi_iret = true;
+		svm->nmi_iret_rip = svm->vmcb->save.rip;
+	}
 	return KVMP_REENTER;
 }
 
@@ -1079,5 +1278,13 @@ const struct kvmp_backend kvmp_svm_backend = {
 	.inject_nmi = svm_inject_nmi,
 	.set_windows = svm_set_windows,
 	.if_flag = svm_if_flag,
+	.get_event = svm_get_event,
+	.set_event = svm_set_event,
+	.get_interrupt_shadow = svm_get_interrupt_shadow,
+	.set_interrupt_shadow = svm_set_interrupt_shadow,
+	.get_nmi_mask = svm_get_nmi_mask,
+	.set_nmi_mask = svm_set_nmi_mask,
+	.get_debugregs = svm_get_debugregs,
+	.set_debugregs = svm_set_debugregs,
 	.run = svm_run,
 };

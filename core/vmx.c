@@ -888,6 +888,95 @@ static void vmx_complete_event(struct kvmp_vcpu *vcpu)
 	}
 }
 
+/* --- KVM_GET/SET_VCPU_EVENTS and DEBUGREGS --------------------------------------- */
+/* soft interrupts and exceptions are not reported (the ABI has no length) */
+static void vmx_get_event(struct kvmp_vcpu *vcpu, struct kvmp_event *e)
+{
+	struct vmx_vcpu *vmx = to_vmx(vcpu);
+	u32 info = vmx->entry_intr;
+
+	kvmp_os_memset(e, 0, sizeof(*e));
+	if (!(info & INTR_INFO_VALID))
+		return;
+	switch (info & INTR_TYPE_MASK) {
+	case INTR_TYPE_HW_EXCEPTION:
+		e->type = KVMP_EVENT_EXCEPTION;
+		e->vector = info & 0xff;
+		e->has_error = info & INTR_INFO_ERROR_VALID;
+		e->error = vmx->entry_error;
+		break;
+	case INTR_TYPE_NMI:
+		e->type = KVMP_EVENT_NMI;
+		e->vector = 2;
+		break;
+	}
+}
+
+/* as given: an error code in real mode is dropped only at the entry (as Linux) */
+static void vmx_set_event(struct kvmp_vcpu *vcpu, const struct kvmp_event *e)
+{
+	to_vmx(vcpu)->entry_intr = 0;
+	if (e->type == KVMP_EVENT_EXCEPTION)
+		vmx_inject(to_vmx(vcpu), INTR_TYPE_HW_EXCEPTION | e->vector |
+			   (e->has_error ? INTR_INFO_ERROR_VALID : 0), e->error, 0);
+	else if (e->type == KVMP_EVENT_NMI)
+		vmx_inject_nmi(vcpu);
+}
+
+/* as kvm_intel: the two kinds of blocking, MOV SS first */
+static u8 vmx_get_interrupt_shadow(struct kvmp_vcpu *vcpu)
+{
+	u32 i = to_vmx(vcpu)->guest.interruptibility;
+
+	return (i & INTERRUPTIBILITY_STI ? KVMP_X86_SHADOW_INT_STI : 0) |
+	       (i & INTERRUPTIBILITY_MOV_SS ? KVMP_X86_SHADOW_INT_MOV_SS : 0);
+}
+
+static void vmx_set_interrupt_shadow(struct kvmp_vcpu *vcpu, u8 shadow)
+{
+	u32 *i = &to_vmx(vcpu)->guest.interruptibility;
+
+	*i &= ~(INTERRUPTIBILITY_STI | INTERRUPTIBILITY_MOV_SS);
+	if (shadow & KVMP_X86_SHADOW_INT_MOV_SS)
+		*i |= INTERRUPTIBILITY_MOV_SS;
+	else if (shadow & KVMP_X86_SHADOW_INT_STI)
+		*i |= INTERRUPTIBILITY_STI;
+}
+
+/* NMI blocking is the CPU's with virtual NMIs; without them there is none */
+static bool vmx_get_nmi_mask(struct kvmp_vcpu *vcpu)
+{
+	return to_vmx(vcpu)->guest.interruptibility & INTERRUPTIBILITY_NMI;
+}
+
+static void vmx_set_nmi_mask(struct kvmp_vcpu *vcpu, bool masked)
+{
+	u32 *i = &to_vmx(vcpu)->guest.interruptibility;
+
+	*i &= ~INTERRUPTIBILITY_NMI;
+	if (masked && vmx_has_vnmi)
+		*i |= INTERRUPTIBILITY_NMI;
+}
+
+static void vmx_get_debugregs(struct kvmp_vcpu *vcpu, struct kvmp_debugregs *d)
+{
+	struct vmx_guest *g = &to_vmx(vcpu)->guest;
+
+	kvmp_os_memcpy(d->db, g->dr, sizeof(d->db));
+	d->dr6 = g->dr6;
+	d->dr7 = g->dr7;
+}
+
+static void vmx_set_debugregs(struct kvmp_vcpu *vcpu,
+			      const struct kvmp_debugregs *d)
+{
+	struct vmx_guest *g = &to_vmx(vcpu)->guest;
+
+	kvmp_os_memcpy(g->dr, d->db, sizeof(g->dr));
+	g->dr6 = d->dr6;
+	g->dr7 = d->dr7;
+}
+
 /* --- entering the guest -------------------------------------------------------- */
 struct vmx_dtr {
 	u16 limit;
@@ -1122,9 +1211,17 @@ static void vmx_write_guest(struct vmx_vcpu *vmx)
 	vmcs_write(VMCS_GUEST_RSP, g->rsp);
 	vmcs_write(VMCS_GUEST_RIP, g->rip);
 	vmcs_write(VMCS_GUEST_RFLAGS, g->rflags);
-	/* VM entry's rules: STI blocking needs IF; TF under a shadow is pending */
+	/*
+	 * VM entry's rules: STI blocking needs IF; an NMI goes in neither under
+	 * MOV SS nor under NMI blocking (a VMM may restore them together); TF
+	 * under a shadow is pending
+	 */
 	if (!(g->rflags & KVMP_EFLAGS_IF))
 		g->interruptibility &= ~INTERRUPTIBILITY_STI;
+	if ((vmx->entry_intr & (INTR_INFO_VALID | INTR_TYPE_MASK)) ==
+	    (INTR_INFO_VALID | INTR_TYPE_NMI))
+		g->interruptibility &= ~(INTERRUPTIBILITY_MOV_SS |
+					 INTERRUPTIBILITY_NMI);
 	vmcs_write(VMCS_GUEST_PENDING_DBG, (g->rflags & EFLAGS_TF) &&
 		(g->interruptibility & (INTERRUPTIBILITY_STI |
 					INTERRUPTIBILITY_MOV_SS)) ? 1 << 14 : 0);
@@ -1140,6 +1237,9 @@ static void vmx_write_guest(struct vmx_vcpu *vmx)
 		((g->efer & KVMP_EFER_LMA) ? ENTRY_IA32E : 0));
 	vmcs_write(VMCS_TSC_OFFSET, g->tsc_offset);
 	vmcs_write(VMCS_PROC_CTLS, vmx->proc);
+	/* real mode pushes no error code (one the VMM restored is dropped here) */
+	if (!(g->cr0 & KVMP_CR0_PE))
+		vmx->entry_intr &= ~INTR_INFO_ERROR_VALID;
 	vmcs_write(VMCS_ENTRY_INTR_INFO, vmx->entry_intr);
 	vmcs_write(VMCS_ENTRY_EXCEPTION_ERROR, vmx->entry_error);
 	vmcs_write(VMCS_ENTRY_INSN_LEN, vmx->entry_len);
@@ -1735,5 +1835,13 @@ const struct kvmp_backend kvmp_vmx_backend = {
 	.inject_nmi = vmx_inject_nmi,
 	.set_windows = vmx_set_windows,
 	.if_flag = vmx_if_flag,
+	.get_event = vmx_get_event,
+	.set_event = vmx_set_event,
+	.get_interrupt_shadow = vmx_get_interrupt_shadow,
+	.set_interrupt_shadow = vmx_set_interrupt_shadow,
+	.get_nmi_mask = vmx_get_nmi_mask,
+	.set_nmi_mask = vmx_set_nmi_mask,
+	.get_debugregs = vmx_get_debugregs,
+	.set_debugregs = vmx_set_debugregs,
 	.run = vmx_run,
 };

@@ -91,6 +91,36 @@ class Vcpu:
     def set_fpu(self, fpu: Any) -> None:
         kvm_ioctl(self.fd, "SET_FPU", fpu)
 
+    # -- state a VMM saves and restores (savevm, migration) ------------------
+    def get_vcpu_events(self) -> Any:
+        """KVM_GET_VCPU_EVENTS: a struct kvmp_vcpu_events (injected exception, interrupt,
+        NMI injected/pending/masked, interrupt shadow; `flags` says which fields are valid)."""
+        return self._get("GET_VCPU_EVENTS", "struct kvmp_vcpu_events")
+
+    def set_vcpu_events(self, events: Any) -> None:
+        kvm_ioctl(self.fd, "SET_VCPU_EVENTS", events)
+
+    def get_debugregs(self) -> Any:
+        """KVM_GET_DEBUGREGS: a struct kvmp_debugregs (db[4], dr6, dr7)."""
+        return self._get("GET_DEBUGREGS", "struct kvmp_debugregs")
+
+    def set_debugregs(self, debugregs: Any) -> None:
+        kvm_ioctl(self.fd, "SET_DEBUGREGS", debugregs)
+
+    def get_xsave(self) -> Any:
+        """KVM_GET_XSAVE: a struct kvmp_xsave, the standard-format XSAVE image in `region`."""
+        return self._get("GET_XSAVE", "struct kvmp_xsave")
+
+    def set_xsave(self, xsave: Any) -> None:
+        kvm_ioctl(self.fd, "SET_XSAVE", xsave)
+
+    def get_xcrs(self) -> Any:
+        """KVM_GET_XCRS: a struct kvmp_xcrs (nr_xcrs entries of xcrs[]: XCR0 only)."""
+        return self._get("GET_XCRS", "struct kvmp_xcrs")
+
+    def set_xcrs(self, xcrs: Any) -> None:
+        kvm_ioctl(self.fd, "SET_XCRS", xcrs)
+
     def get_mp_state(self) -> int:
         return int(self._get("GET_MP_STATE", "struct kvmp_mp_state").mp_state)
 

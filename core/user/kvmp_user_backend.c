@@ -64,6 +64,63 @@ static int user_set_sregs(struct kvmp_vcpu *vcpu,
 	return 0;
 }
 
+/* the state KVM_GET/SET_VCPU_EVENTS and DEBUGREGS reach, in memory */
+static struct kvmp_event kvmp_user_event;
+static u8 kvmp_user_shadow;
+static bool kvmp_user_nmi_masked;
+static struct kvmp_debugregs kvmp_user_debugregs;
+
+static void user_get_event(struct kvmp_vcpu *vcpu, struct kvmp_event *e)
+{
+	(void)vcpu;
+	*e = kvmp_user_event;
+}
+
+static void user_set_event(struct kvmp_vcpu *vcpu, const struct kvmp_event *e)
+{
+	(void)vcpu;
+	kvmp_user_event = *e;
+}
+
+static u8 user_get_interrupt_shadow(struct kvmp_vcpu *vcpu)
+{
+	(void)vcpu;
+	return kvmp_user_shadow;
+}
+
+static void user_set_interrupt_shadow(struct kvmp_vcpu *vcpu, u8 shadow)
+{
+	(void)vcpu;
+	kvmp_user_shadow = shadow ? 3 : 0;	/* as SVM's one bit */
+}
+
+static bool user_get_nmi_mask(struct kvmp_vcpu *vcpu)
+{
+	(void)vcpu;
+	return kvmp_user_nmi_masked;
+}
+
+static void user_set_nmi_mask(struct kvmp_vcpu *vcpu, bool masked)
+{
+	(void)vcpu;
+	kvmp_user_nmi_masked = masked;
+}
+
+static void user_get_debugregs(struct kvmp_vcpu *vcpu, struct kvmp_debugregs *d)
+{
+	(void)vcpu;
+	kvmp_os_memcpy(d->db, kvmp_user_debugregs.db, sizeof(d->db));
+	d->dr6 = kvmp_user_debugregs.dr6;
+	d->dr7 = kvmp_user_debugregs.dr7;
+}
+
+static void user_set_debugregs(struct kvmp_vcpu *vcpu,
+			       const struct kvmp_debugregs *d)
+{
+	(void)vcpu;
+	kvmp_user_debugregs = *d;
+}
+
 static int user_ok(void)
 {
 	return 0;
@@ -118,6 +175,14 @@ static const struct kvmp_backend kvmp_user_backend = {
 	.set_sregs = user_set_sregs,
 	.get_msr = user_get_msr,
 	.set_msr = user_set_msr,
+	.get_event = user_get_event,
+	.set_event = user_set_event,
+	.get_interrupt_shadow = user_get_interrupt_shadow,
+	.set_interrupt_shadow = user_set_interrupt_shadow,
+	.get_nmi_mask = user_get_nmi_mask,
+	.set_nmi_mask = user_set_nmi_mask,
+	.get_debugregs = user_get_debugregs,
+	.set_debugregs = user_set_debugregs,
 };
 
 /* the userspace build's only backend */

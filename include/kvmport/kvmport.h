@@ -106,6 +106,16 @@ typedef uint64_t kvmp_u64;
 #define KVMP_MEM_READONLY		2
 
 #define KVMP_NR_INTERRUPTS	256
+
+/* struct kvmp_vcpu_events: flags, interrupt.shadow */
+#define KVMP_VCPUEVENT_VALID_NMI_PENDING	0x00000001
+#define KVMP_VCPUEVENT_VALID_SIPI_VECTOR	0x00000002
+#define KVMP_VCPUEVENT_VALID_SHADOW		0x00000004
+#define KVMP_VCPUEVENT_VALID_SMM		0x00000008
+#define KVMP_VCPUEVENT_VALID_PAYLOAD		0x00000010
+#define KVMP_VCPUEVENT_VALID_TRIPLE_FAULT	0x00000020
+#define KVMP_X86_SHADOW_INT_MOV_SS		0x01
+#define KVMP_X86_SHADOW_INT_STI			0x02
 #define KVMP_SYNC_REGS_SIZE_BYTES	2048
 
 #define KVMP_CPUID_FLAG_SIGNIFCANT_INDEX	1
@@ -128,7 +138,10 @@ typedef uint64_t kvmp_u64;
 #define KVMP_CAP_JOIN_MEMORY_REGIONS_WORKS	30
 #define KVMP_CAP_MCE				31
 #define KVMP_CAP_INTERNAL_ERROR_DATA		40
+#define KVMP_CAP_VCPU_EVENTS			41
+#define KVMP_CAP_DEBUGREGS			50
 #define KVMP_CAP_XSAVE				55
+#define KVMP_CAP_XCRS				56
 #define KVMP_CAP_MAX_VCPUS			66
 #define KVMP_CAP_READONLY_MEM			81
 #define KVMP_CAP_MAX_VCPU_ID			128
@@ -243,6 +256,29 @@ struct kvmp_mp_state {
 
 struct kvmp_xsave {
 	kvmp_u32 region[1024];
+};
+
+struct kvmp_debugregs {
+	kvmp_u64 db[4];
+	kvmp_u64 dr6;
+	kvmp_u64 dr7;
+	kvmp_u64 flags;
+	kvmp_u64 reserved[9];
+};
+
+#define KVMP_MAX_XCRS	16
+
+struct kvmp_xcr {
+	kvmp_u32 xcr;
+	kvmp_u32 reserved;
+	kvmp_u64 value;
+};
+
+struct kvmp_xcrs {
+	kvmp_u32 nr_xcrs;
+	kvmp_u32 flags;
+	struct kvmp_xcr xcrs[KVMP_MAX_XCRS];
+	kvmp_u64 padding[16];
 };
 
 struct kvmp_debug_exit_arch {
@@ -440,8 +476,12 @@ struct kvmp_run {
 #define KVMP_X86_GET_MCE_CAP_SUPPORTED	KVMP_IOR(KVMPIO, 0x9d, kvmp_u64)
 #define KVMP_GET_VCPU_EVENTS		KVMP_IOR(KVMPIO, 0x9f, struct kvmp_vcpu_events)
 #define KVMP_SET_VCPU_EVENTS		KVMP_IOW(KVMPIO, 0xa0, struct kvmp_vcpu_events)
+#define KVMP_GET_DEBUGREGS		KVMP_IOR(KVMPIO, 0xa1, struct kvmp_debugregs)
+#define KVMP_SET_DEBUGREGS		KVMP_IOW(KVMPIO, 0xa2, struct kvmp_debugregs)
 #define KVMP_GET_XSAVE			KVMP_IOR(KVMPIO, 0xa4, struct kvmp_xsave)
 #define KVMP_SET_XSAVE			KVMP_IOW(KVMPIO, 0xa5, struct kvmp_xsave)
+#define KVMP_GET_XCRS			KVMP_IOR(KVMPIO, 0xa6, struct kvmp_xcrs)
+#define KVMP_SET_XCRS			KVMP_IOW(KVMPIO, 0xa7, struct kvmp_xcrs)
 
 /* --- layout checks that need no other header ---------------------------- */
 #if !defined(KVMP_CDEF) && !defined(__cplusplus)

@@ -536,3 +536,113 @@ def test_hardware_values_are_checked_before_use(vcpu):
     assert check_sregs(vcpu, cr0=0x11, cs_db=1) == 0  # 32-bit code
     assert lib.kvmp_exit_mmio(vcpu, 0x30000000, insn, 255) == 0
     assert run.exit_reason == abi.KVMP_EXIT_MMIO and run.mmio.len == 4 and run.mmio.is_write
+
+
+def state_ioctl(vcpu, name: str, cdata) -> int:
+    return lib.kvmp_vcpu_ioctl(vcpu, getattr(abi, "KVMP_" + name), ptr(cdata))
+
+
+def test_vcpu_events_policy_as_linux(vcpu):
+    """KVM_SET_VCPU_EVENTS: Linux's refusals and their order, what reaches the backend,
+    and what KVM_GET_VCPU_EVENTS reports back (the subset Linux reports without an
+    in-kernel irqchip or exception payloads)."""
+    ev = abi_ffi.new("struct kvmp_vcpu_events *")
+    assert state_ioctl(vcpu, "GET_VCPU_EVENTS", ev) == 0
+    assert ev.flags == (abi.KVMP_VCPUEVENT_VALID_NMI_PENDING | abi.KVMP_VCPUEVENT_VALID_SHADOW |
+                        abi.KVMP_VCPUEVENT_VALID_SMM)
+    for flags, fields in ((0x40, {}), (abi.KVMP_VCPUEVENT_VALID_PAYLOAD, {}),
+                          (0, {"injected": 1, "nr": 32}), (0, {"injected": 1, "nr": 2}),
+                          (abi.KVMP_VCPUEVENT_VALID_SMM, {"smm": 1})):
+        bad = abi_ffi.new("struct kvmp_vcpu_events *", {"flags": flags})
+        for k, v in fields.items():
+            setattr(bad.smi if k == "smm" else bad.exception, k, v)
+        assert state_ioctl(vcpu, "SET_VCPU_EVENTS", bad) == -errno.EINVAL, (flags, fields)
+    assert state_ioctl(vcpu, "GET_VCPU_EVENTS", ev) == 0 and ev.exception.nr == 0  # untouched
+    # a pending exception without PAYLOAD is dropped (nr 2 is fine then)
+    ev.exception.pending, ev.exception.nr = 1, 2
+    assert state_ioctl(vcpu, "SET_VCPU_EVENTS", ev) == 0
+    assert state_ioctl(vcpu, "GET_VCPU_EVENTS", ev) == 0
+    assert (ev.exception.injected, ev.exception.pending, ev.exception.nr) == (0, 0, 2)
+    # NMI injected behind an exception: one event an entry, the NMI is still reported injected
+    ev = abi_ffi.new("struct kvmp_vcpu_events *", {"flags": abi.KVMP_VCPUEVENT_VALID_SHADOW})
+    ev.exception.injected, ev.exception.nr, ev.exception.has_error_code = 1, 13, 1
+    ev.exception.error_code, ev.nmi.injected, ev.interrupt.shadow = 0xABCD, 1, 1
+    ev.interrupt.injected, ev.interrupt.nr, ev.interrupt.soft = 1, 0x80, 1
+    assert state_ioctl(vcpu, "SET_VCPU_EVENTS", ev) == 0
+    back = abi_ffi.new("struct kvmp_vcpu_events *")
+    assert state_ioctl(vcpu, "GET_VCPU_EVENTS", back) == 0
+    assert (back.exception.injected, back.exception.nr,
+            back.exception.error_code) == (1, 13, 0xABCD)
+    assert (back.nmi.injected, back.nmi.pending) == (1, 0)
+    # a soft interrupt cannot be injected without its length: reported as not injected
+    assert (back.interrupt.injected, back.interrupt.nr, back.interrupt.shadow) == (0, 0x80, 3)
+    # TRIPLE_FAULT without its capability: EINVAL, after the rest was taken (Linux's order)
+    ev = abi_ffi.new("struct kvmp_vcpu_events *", {"flags": abi.KVMP_VCPUEVENT_VALID_TRIPLE_FAULT})
+    ev.interrupt.injected, ev.interrupt.nr = 1, 0x22
+    assert state_ioctl(vcpu, "SET_VCPU_EVENTS", ev) == -errno.EINVAL
+    assert state_ioctl(vcpu, "GET_VCPU_EVENTS", back) == 0
+    assert (back.exception.injected, back.interrupt.injected, back.interrupt.nr) == (0, 1, 0x22)
+    assert state_ioctl(vcpu, "SET_VCPU_EVENTS", abi_ffi.cast("void *", 8)) == -errno.EFAULT
+
+
+def test_debugregs_and_xcrs_policy_as_linux(vcpu):
+    d = abi_ffi.new("struct kvmp_debugregs *", {"db": [1, 2, 3, 4], "dr6": 0xFFFF0FF0,
+                                               "dr7": 0x400, "reserved": [7] * 9})
+    assert state_ioctl(vcpu, "SET_DEBUGREGS", d) == 0  # reserved words are not checked
+    for field in ("flags", "dr6", "dr7"):
+        bad = abi_ffi.new("struct kvmp_debugregs *", {field: 1 if field == "flags" else 1 << 32})
+        assert state_ioctl(vcpu, "SET_DEBUGREGS", bad) == -errno.EINVAL, field
+    back = abi_ffi.new("struct kvmp_debugregs *")
+    assert state_ioctl(vcpu, "GET_DEBUGREGS", back) == 0
+    assert (list(back.db), back.dr7, list(back.reserved)) == ([1, 2, 3, 4], 0x400, [0] * 9)
+    if "xsave" not in host_flags():
+        return
+    x = abi_ffi.new("struct kvmp_xcrs *", {"nr_xcrs": 2})
+    x.xcrs[0] = {"xcr": 1, "value": 3}  # not XCR0: skipped
+    x.xcrs[1] = {"xcr": 0, "value": 1}
+    assert state_ioctl(vcpu, "SET_XCRS", x) == 0
+    x.xcrs[1].value = 3  # SSE: not without a CPUID offering it
+    assert state_ioctl(vcpu, "SET_XCRS", x) == -errno.EINVAL
+    x.nr_xcrs = 1  # XCR1 only: nothing to set, no error
+    assert state_ioctl(vcpu, "SET_XCRS", x) == 0
+
+
+def test_xsave_policy_as_linux(vcpu):
+    """KVM_SET_XSAVE: what Linux 6.1 takes (every component guests may use), what
+    KVM_GET_XSAVE shows (x87, SSE and what the VMM's CPUID 0xd.0 offers); MXCSR checked
+    when x87, SSE or AVX is in XSTATE_BV, shown only with SSE or AVX; components left out
+    read as reset."""
+    if "avx" not in host_flags() or "xsave" not in host_flags():
+        pytest.skip("needs a host with XSAVE and AVX")  # the lab's CPU and this host have both
+
+    def image(bv: int, mxcsr: int = 0x1F80, ymm0: bytes = b"") -> object:
+        raw = bytearray(4096)
+        raw[24:28] = mxcsr.to_bytes(4, "little")
+        raw[512:520] = bv.to_bytes(8, "little")
+        raw[576:576 + len(ymm0)] = ymm0
+        x = abi_ffi.new("struct kvmp_xsave *")
+        abi_ffi.memmove(x, bytes(raw), 4096)
+        return x
+
+    def get() -> bytes:
+        got = abi_ffi.new("struct kvmp_xsave *")
+        assert state_ioctl(vcpu, "GET_XSAVE", got) == 0
+        return bytes(abi_ffi.buffer(got))
+
+    assert state_ioctl(vcpu, "SET_XSAVE", image(0b111, ymm0=b"\x55" * 16)) == 0
+    b = get()  # no CPUID: AVX is kept but not shown
+    assert b[512] == 0b011 and b[576:592] == b"\0" * 16 and b[0:2] == b"\0\0"
+    assert state_ioctl(vcpu, "SET_XSAVE", image(0, mxcsr=1 << 31)) == 0  # MXCSR not used
+    assert state_ioctl(vcpu, "SET_XSAVE", image(0b100, mxcsr=1 << 31)) == -errno.EINVAL
+    assert state_ioctl(vcpu, "SET_XSAVE", image(1 << 9)) == -errno.EINVAL  # not supported
+    b = get()  # XSTATE_BV 0: everything in its reset state
+    assert (b[0:2], b[24:26], b[512], b[576:592]) == (b"\x7f\x03", b"\x80\x1f", 0, b"\0" * 16)
+    table = abi_ffi.new("struct kvmp_cpuid2 *", {"nent": 1, "entries": 1})
+    table.entries[0] = {"function": 0xD, "index": 0, "eax": 0b111}
+    assert lib.kvmp_vcpu_ioctl(vcpu, abi.KVMP_SET_CPUID2, ptr(table)) == 0
+    assert state_ioctl(vcpu, "SET_XSAVE", image(0b111, ymm0=b"\x55" * 16)) == 0
+    b = get()  # AVX offered: shown
+    assert b[512] == 0b111 and b[576:592] == b"\x55" * 16
+    assert state_ioctl(vcpu, "SET_XSAVE", image(0b001, mxcsr=0x1FA0)) == 0
+    b = get()  # x87 only: MXCSR is shown in its reset state
+    assert (b[512], b[24:26]) == (0b001, b"\x80\x1f")

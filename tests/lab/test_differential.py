@@ -314,6 +314,152 @@ def scenario_sregs_checks(kvm: Kvm, p: Probe) -> None:
                   lambda s=s, vcpu=vcpu: vcpu.set_sregs(s))
 
 
+def events_tuple(e: Any) -> tuple[Any, ...]:
+    return ((e.exception.injected, e.exception.nr, e.exception.has_error_code,
+             e.exception.pending, e.exception.error_code),
+            (e.interrupt.injected, e.interrupt.nr, e.interrupt.soft, e.interrupt.shadow),
+            (e.nmi.injected, e.nmi.pending, e.nmi.masked), e.sipi_vector, hex(e.flags),
+            (e.smi.smm, e.smi.pending, e.smi.smm_inside_nmi, e.smi.latched_init),
+            e.triple_fault.pending, e.exception_has_payload, e.exception_payload)
+
+
+def xsave_summary(x: Any) -> tuple[Any, ...]:
+    """An XSAVE image by its parts (the software-reserved bytes 464-511 left out: Linux puts
+    its signal-frame description there)."""
+    b = bytes(ffi.buffer(x))
+    word = lambda o, n: hex(int.from_bytes(b[o:o + n], "little"))  # noqa: E731
+    return (word(0, 2), word(2, 2), word(4, 1), word(24, 4), word(28, 4), b[32:160].hex(),
+            b[160:416].hex(), b[416:464].hex(), word(512, 8), b[520:576].hex(), b[576:832].hex(),
+            any(b[832:]))
+
+
+def scenario_vcpu_state(kvm: Kvm, p: Probe) -> None:
+    """KVM_GET/SET_VCPU_EVENTS, DEBUGREGS, XSAVE and XCRS (issue 15): capabilities, what a
+    new VCPU reports, Linux's refusals, and what comes back after each SET."""
+    for cap in ("VCPU_EVENTS", "DEBUGREGS", "XSAVE", "XCRS"):
+        p(f"capability {cap}", lambda cap=cap: kvm.check_extension(getattr(lib, "KVMP_CAP_" + cap)))
+    with kvm.create_vm() as vm:
+        vcpu = vm.create_vcpu()
+        get = lambda: events_tuple(vcpu.get_vcpu_events())  # noqa: E731
+        p("events of a new vcpu", get)
+
+        def set_events(**fields: Any) -> Any:
+            e = ffi.new("struct kvmp_vcpu_events *")
+            for path, value in fields.items():
+                obj: Any = e
+                *parts, last = path.split("__")
+                for part in parts:
+                    obj = getattr(obj, part)
+                setattr(obj, last, value)
+            vcpu.set_vcpu_events(e)
+            return get()
+
+        nmi_pending, shadow = lib.KVMP_VCPUEVENT_VALID_NMI_PENDING, lib.KVMP_VCPUEVENT_VALID_SHADOW
+        steps: list[tuple[str, dict[str, Any]]] = [
+            ("unknown flag 0x40", {"flags": 0x40}),
+            ("payload without its capability", {"flags": lib.KVMP_VCPUEVENT_VALID_PAYLOAD}),
+            ("stale exception fields", {"exception__nr": 5, "exception__has_error_code": 1,
+                                        "exception__error_code": 7}),
+            ("injected #PF", {"exception__injected": 1, "exception__nr": 14,
+                              "exception__has_error_code": 1, "exception__error_code": 2}),
+            ("injected vector 31", {"exception__injected": 1, "exception__nr": 31}),
+            ("injected vector 32", {"exception__injected": 1, "exception__nr": 32}),
+            ("injected vector 2", {"exception__injected": 1, "exception__nr": 2}),
+            ("pending vector 2 only", {"exception__pending": 1, "exception__nr": 2}),
+            ("interrupt 0x30", {"interrupt__injected": 1, "interrupt__nr": 0x30}),
+            ("soft interrupt 0x40", {"interrupt__injected": 1, "interrupt__nr": 0x40,
+                                     "interrupt__soft": 1}),
+            ("nmi injected", {"nmi__injected": 1}),
+            ("nmi pending without its flag", {"nmi__pending": 1}),
+            ("nmi pending", {"flags": nmi_pending, "nmi__pending": 1}),
+            ("nmi masked", {"nmi__masked": 1}),
+            ("nmi injected and an exception", {"nmi__injected": 1, "exception__injected": 1,
+                                               "exception__nr": 13}),
+            ("shadow without its flag", {"interrupt__shadow": 1}),
+            *((f"shadow {v}", {"flags": shadow, "interrupt__shadow": v}) for v in (1, 2, 3, 0)),
+            ("sipi vector", {"flags": lib.KVMP_VCPUEVENT_VALID_SIPI_VECTOR, "sipi_vector": 9}),
+            ("smm flag, no smm", {"flags": lib.KVMP_VCPUEVENT_VALID_SMM,
+                                  "smi__latched_init": 1, "smi__smm_inside_nmi": 1}),
+            ("triple fault without its capability",
+             {"flags": lib.KVMP_VCPUEVENT_VALID_TRIPLE_FAULT, "interrupt__injected": 1,
+              "interrupt__nr": 0x33}),
+            ("all clear", {"flags": nmi_pending | shadow}),
+        ]
+        for name, fields in steps:
+            p(f"set events: {name}", lambda fields=fields: set_events(**fields))
+            p(f"events after: {name}", get)
+        p("interrupt then nmi", lambda: (vcpu.interrupt(0x41), vcpu.nmi(), get())[2])
+        p("set events, bad pointer", lambda: raw(vcpu.fd, "SET_VCPU_EVENTS", ffi.cast("void *", 8)))
+        p("get events, bad pointer", lambda: raw(vcpu.fd, "GET_VCPU_EVENTS", ffi.cast("void *", 8)))
+
+        dbg = lambda d: (list(d.db), hex(d.dr6), hex(d.dr7), d.flags, list(d.reserved))  # noqa: E731
+        p("debugregs of a new vcpu", lambda: dbg(vcpu.get_debugregs()))
+        for name, fields in [
+            ("values", {"db": [1, 0xFFFF800000001000, 3, 4], "dr6": 0xFFFF4FF1, "dr7": 0x40F}),
+            ("zeros", {}), ("reserved words", {"reserved": [5] * 9}), ("flags", {"flags": 1}),
+            ("dr6 bit 32", {"dr6": 1 << 32}), ("dr7 bit 63", {"dr7": 1 << 63}),
+            ("dr6 reserved low bits", {"dr6": 0x1234}), ("dr7 bits 31:11", {"dr7": 0xFFFFF800}),
+        ]:
+            d = ffi.new("struct kvmp_debugregs *", fields)
+            p(f"set debugregs: {name}", lambda d=d: vcpu.set_debugregs(d))
+            p(f"debugregs after: {name}", lambda: dbg(vcpu.get_debugregs()))
+
+        def xcrs() -> Any:
+            x = vcpu.get_xcrs()
+            return x.nr_xcrs, x.flags, [(x.xcrs[i].xcr, hex(x.xcrs[i].value))
+                                        for i in range(x.nr_xcrs)]
+
+        p("xcrs of a new vcpu", xcrs)
+        p("xsave of a new vcpu", lambda: xsave_summary(vcpu.get_xsave()))
+
+        def set_xcrs(*pairs: tuple[int, int], nr: int | None = None, flags: int = 0) -> Any:
+            x = ffi.new("struct kvmp_xcrs *", {"nr_xcrs": len(pairs) if nr is None else nr,
+                                                "flags": flags})
+            for i, (xcr, value) in enumerate(pairs):
+                x.xcrs[i].xcr, x.xcrs[i].value = xcr, value
+            vcpu.set_xcrs(x)
+            return xcrs()
+
+        def set_xsave(bv: int, mxcsr: int = 0x1F80, fill: int = 0x5A, **at: int) -> Any:
+            b = bytearray(4096)
+            for o in range(32, 160, 16):  # x87 registers
+                b[o:o + 10] = bytes([fill]) * 10
+            b[0:2], b[24:28] = (0x27F).to_bytes(2, "little"), mxcsr.to_bytes(4, "little")
+            b[160:416] = bytes([fill ^ 0xFF]) * 256  # XMM0-15
+            b[576:832] = bytes([fill ^ 0x0F]) * 256  # the upper halves of YMM0-15
+            b[512:520] = bv.to_bytes(8, "little")
+            for offset, value in at.items():
+                b[int(offset[1:]):int(offset[1:]) + 8] = value.to_bytes(8, "little")
+            x = ffi.new("struct kvmp_xsave *")
+            ffi.memmove(x, bytes(b), 4096)
+            vcpu.set_xsave(x)
+            return xsave_summary(vcpu.get_xsave())
+
+        for cpuid in ("no cpuid", "cpuid 0xd.0 x87|SSE", "cpuid 0xd.0 x87|SSE|AVX"):
+            if cpuid != "no cpuid":
+                vcpu.set_cpuid2([CpuidEntry(1, ecx=1 << 26 | 1 << 28), CpuidEntry(
+                    0xD, 0, eax=0b111 if "AVX" in cpuid else 0b11, flags=1)])
+            for value in (1, 3, 7, 5, 0, 0x207):
+                p(f"{cpuid}: xcr0 {value:#x}", lambda v=value: set_xcrs((0, v)))
+            p(f"{cpuid}: xcr1 only", lambda: set_xcrs((1, 3)))
+            p(f"{cpuid}: xcr1 then xcr0", lambda: set_xcrs((1, 0), (0, 1)))
+            p(f"{cpuid}: 17 xcrs", lambda: set_xcrs((0, 1), nr=17))
+            p(f"{cpuid}: xcrs flags", lambda: set_xcrs((0, 1), flags=1))
+            for bv in (0, 1, 2, 3, 4, 7, 0x207, 1 << 62):
+                p(f"{cpuid}: xsave bv {bv:#x}", lambda bv=bv: set_xsave(bv, fill=bv & 0xFF))
+            p(f"{cpuid}: xsave mxcsr bit 31", lambda: set_xsave(3, mxcsr=1 << 31))
+            p(f"{cpuid}: xsave mxcsr bit 31, bv 0", lambda: set_xsave(0, mxcsr=1 << 31))
+            p(f"{cpuid}: xsave mxcsr bit 31, bv 4", lambda: set_xsave(4, mxcsr=1 << 31))
+            p(f"{cpuid}: xsave mxcsr DAZ", lambda: set_xsave(2, mxcsr=0x1FC0))
+            p(f"{cpuid}: xsave xcomp_bv", lambda: set_xsave(3, o520=1 << 63 | 3))
+            p(f"{cpuid}: xsave header word 3", lambda: set_xsave(3, o536=1))
+            p(f"{cpuid}: xsave header word 7", lambda: set_xsave(3, o568=1))
+            p(f"{cpuid}: xsave sw-reserved bytes", lambda: set_xsave(3, o464=0xFFFF))
+            p(f"{cpuid}: fpu after", lambda: (hex(vcpu.get_fpu().fcw), vcpu.get_fpu().xmm[0][0]))
+        p("set xsave, bad pointer", lambda: raw(vcpu.fd, "SET_XSAVE", ffi.cast("void *", 8)))
+        p("get xcrs, bad pointer", lambda: raw(vcpu.fd, "GET_XCRS", ffi.cast("void *", 8)))
+
+
 GUEST = "intercepts_prot"
 # entry points of bintest/guests/intercepts_prot.S (and the #AC guest), and the registers
 # whose values the guest must see as on Linux KVM (RDTSCP's EDX:EAX is a time)
@@ -351,7 +497,7 @@ def test_guest_sees_what_it_sees_on_linux_kvm(devices, entry):
 
 
 SCENARIOS = [scenario_system, scenario_memory, scenario_vcpu, scenario_slot_limits,
-             scenario_sregs_checks, scenario_vm_addresses]
+             scenario_sregs_checks, scenario_vm_addresses, scenario_vcpu_state]
 QEMU_MCG_CAP = (1 << 8) | (1 << 24) | QEMU_BANKS  # MCG_CTL_P | MCG_SER_P | banks
 
 

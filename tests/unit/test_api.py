@@ -7,6 +7,7 @@ import errno
 import pytest
 
 from pyhost import Cap, GuestMemory, GuestMemoryError, Kvm, KvmError, NoDeviceError
+from pyhost.abi import ffi, lib
 from pyhost.kvm import device_candidates
 
 
@@ -119,3 +120,147 @@ def test_mmap_vcpu_extension_matches_its_capability(kvm):
                 vm.create_vcpu(0, run_area="ioctl")
             assert info.value.ioctl == "KVM_MMAP_VCPU"
             assert info.value.errno in (errno.EINVAL, errno.ENOTTY)
+
+
+# -- the VCPU state savevm/loadvm and migration need -----------------------------------
+def errno_of(fn) -> int:  # type: ignore[no-untyped-def]
+    with pytest.raises(KvmError) as info:
+        fn()
+    return info.value.errno
+
+
+def test_vcpu_state_capabilities(kvm):
+    for cap in (Cap.VCPU_EVENTS, Cap.DEBUGREGS, Cap.XSAVE):
+        assert kvm.check_extension(cap) == 1, cap
+    # XCRS: with XSAVE on the host (the lab's CPUs and this host have it)
+    assert kvm.check_extension(Cap.XCRS) == 1
+
+
+def test_vcpu_events_checks_and_round_trip(kvm):
+    with kvm.create_vm() as vm:
+        vcpu = vm.create_vcpu()
+        ev = vcpu.get_vcpu_events()
+        valid = lib.KVMP_VCPUEVENT_VALID_NMI_PENDING | lib.KVMP_VCPUEVENT_VALID_SHADOW
+        assert ev.flags & valid == valid
+        assert not ev.flags & ~(valid | lib.KVMP_VCPUEVENT_VALID_SMM)
+        assert (ev.exception.injected, ev.interrupt.injected, ev.nmi.pending) == (0, 0, 0)
+
+        def refused(**change: int) -> int:
+            e = ffi.new("struct kvmp_vcpu_events *")
+            for path, value in change.items():
+                obj: object = e
+                *parts, last = path.split("__")
+                for part in parts:
+                    obj = getattr(obj, part)
+                setattr(obj, last, value)
+            return errno_of(lambda: vcpu.set_vcpu_events(e))
+
+        assert refused(flags=0x40) == errno.EINVAL  # a flag Linux does not know
+        assert refused(flags=lib.KVMP_VCPUEVENT_VALID_PAYLOAD) == errno.EINVAL  # no payload cap
+        assert refused(exception__injected=1, exception__nr=32) == errno.EINVAL
+        assert refused(exception__injected=1, exception__nr=2) == errno.EINVAL  # that is an NMI
+
+        # an injected exception, an interrupt, a pending NMI, NMI blocking, a shadow
+        ev = ffi.new("struct kvmp_vcpu_events *")
+        ev.exception.injected, ev.exception.nr = 1, 14
+        ev.exception.has_error_code, ev.exception.error_code = 1, 0x2
+        ev.interrupt.injected, ev.interrupt.nr, ev.interrupt.shadow = 1, 0x31, 1
+        ev.nmi.pending, ev.nmi.masked = 1, 1
+        ev.flags = lib.KVMP_VCPUEVENT_VALID_NMI_PENDING | lib.KVMP_VCPUEVENT_VALID_SHADOW
+        vcpu.set_vcpu_events(ev)
+        back = vcpu.get_vcpu_events()
+        assert (back.exception.injected, back.exception.nr, back.exception.has_error_code,
+                back.exception.error_code) == (1, 14, 1, 0x2)
+        assert (back.interrupt.injected, back.interrupt.nr) == (1, 0x31)
+        assert back.interrupt.shadow != 0  # SVM has one shadow bit and reports both kinds
+        assert (back.nmi.injected, back.nmi.pending, back.nmi.masked) == (0, 1, 1)
+        # all clear again; the last exception's vector stays visible, as in Linux
+        vcpu.set_vcpu_events(ffi.new("struct kvmp_vcpu_events *", {"flags": ev.flags}))
+        back = vcpu.get_vcpu_events()
+        assert (back.exception.injected, back.interrupt.injected, back.interrupt.shadow,
+                back.nmi.pending, back.nmi.masked) == (0, 0, 0, 0, 0)
+        # a triple fault flag without its capability: refused after the rest was taken
+        ev.flags |= lib.KVMP_VCPUEVENT_VALID_TRIPLE_FAULT
+        assert errno_of(lambda: vcpu.set_vcpu_events(ev)) == errno.EINVAL
+        assert vcpu.get_vcpu_events().exception.injected == 1
+        # KVM_INTERRUPT and KVM_NMI show up as an injected interrupt and a pending NMI
+        vcpu.set_vcpu_events(ffi.new("struct kvmp_vcpu_events *", {"flags": valid}))
+        vcpu.interrupt(0x40)
+        vcpu.nmi()
+        back = vcpu.get_vcpu_events()
+        assert (back.interrupt.injected, back.interrupt.nr, back.nmi.pending) == (1, 0x40, 1)
+
+
+def test_debugregs_checks_and_round_trip(kvm):
+    with kvm.create_vm() as vm:
+        vcpu = vm.create_vcpu()
+        d = vcpu.get_debugregs()
+        assert (list(d.db), d.dr6, d.dr7, d.flags) == ([0] * 4, 0xFFFF0FF0, 0x400, 0)
+        d.db = [0x1000, 0x2000, 0x3000, 0xFFFF800000004000]
+        d.dr6, d.dr7 = 0xFFFF4FF1, 0x40F
+        vcpu.set_debugregs(d)
+        back = vcpu.get_debugregs()
+        assert (list(back.db), back.dr6, back.dr7) == (
+            [0x1000, 0x2000, 0x3000, 0xFFFF800000004000], 0xFFFF4FF1, 0x40F)
+        for field, value in (("flags", 1), ("dr6", 1 << 32), ("dr7", 1 << 32)):
+            bad = ffi.new("struct kvmp_debugregs *")
+            setattr(bad, field, value)
+            assert errno_of(lambda bad=bad: vcpu.set_debugregs(bad)) == errno.EINVAL, field
+        assert vcpu.get_debugregs().dr7 == 0x40F  # nothing taken
+
+
+def xsave_words(x) -> tuple[int, int, int]:  # type: ignore[no-untyped-def]
+    """FCW, MXCSR and XSTATE_BV of a struct kvmp_xsave."""
+    b = bytes(ffi.buffer(x))
+    return (int.from_bytes(b[0:2], "little"), int.from_bytes(b[24:28], "little"),
+            int.from_bytes(b[512:520], "little"))
+
+
+def test_xsave_and_xcrs_checks_and_round_trip(kvm):
+    with kvm.create_vm() as vm:
+        vcpu = vm.create_vcpu()
+        xcrs = vcpu.get_xcrs()
+        assert (xcrs.nr_xcrs, xcrs.flags, xcrs.xcrs[0].xcr, xcrs.xcrs[0].value) == (1, 0, 0, 1)
+        x = vcpu.get_xsave()
+        fcw, mxcsr, _ = xsave_words(x)
+        assert (fcw, mxcsr) == (0x37F, 0x1F80)  # the reset state, whatever XSTATE_BV says
+
+        def set_xcr0(value: int, nr: int = 1, flags: int = 0) -> None:
+            xs = ffi.new("struct kvmp_xcrs *", {"nr_xcrs": nr, "flags": flags})
+            xs.xcrs[0].xcr, xs.xcrs[0].value = 0, value
+            vcpu.set_xcrs(xs)
+
+        assert errno_of(lambda: set_xcr0(3)) == errno.EINVAL  # no CPUID: x87 only
+        assert errno_of(lambda: set_xcr0(1, nr=17)) == errno.EINVAL
+        assert errno_of(lambda: set_xcr0(1, flags=1)) == errno.EINVAL
+        assert errno_of(lambda: set_xcr0(0)) == errno.EINVAL  # x87 is always on
+        vcpu.set_cpuid2(kvm.get_supported_cpuid())
+        set_xcr0(3)
+        assert vcpu.get_xcrs().xcrs[0].value == 3
+        assert errno_of(lambda: set_xcr0(5)) == errno.EINVAL  # AVX without SSE
+
+        # x87 and SSE state in, the same out
+        new = ffi.new("struct kvmp_xsave *")
+        raw = bytearray(4096)
+        raw[0:2] = (0x27F).to_bytes(2, "little")
+        raw[24:28] = (0x1FA0).to_bytes(4, "little")
+        raw[160:176] = bytes(range(16))  # XMM0
+        raw[512:520] = (3).to_bytes(8, "little")
+        ffi.memmove(new, bytes(raw), 4096)
+        vcpu.set_xsave(new)
+        back = bytes(ffi.buffer(vcpu.get_xsave()))
+        assert xsave_words(vcpu.get_xsave()) == (0x27F, 0x1FA0, 3)
+        assert back[160:176] == bytes(range(16))
+
+        def refused(offset: int, value: int, size: int = 8) -> int:
+            bad = bytearray(raw)
+            bad[offset:offset + size] = value.to_bytes(size, "little")
+            x = ffi.new("struct kvmp_xsave *")
+            ffi.memmove(x, bytes(bad), 4096)
+            return errno_of(lambda: vcpu.set_xsave(x))
+
+        assert refused(512, 3 | 1 << 8) == errno.EINVAL  # a supervisor component
+        assert refused(512, 3 | 1 << 62) == errno.EINVAL
+        assert refused(520, 1 << 63) == errno.EINVAL  # compacted format
+        assert refused(24, 1 << 31, 4) == errno.EINVAL  # a reserved MXCSR bit
+        assert xsave_words(vcpu.get_xsave()) == (0x27F, 0x1FA0, 3)  # nothing taken

@@ -292,8 +292,8 @@ u64 kvmp_insn_store_value(const struct kvmp_insn *insn, u64 reg_value)
  * register they use when the CPU has no decode assists.  LOCK on MOV CR0 is
  * AMD's spelling of CR8.
  */
-int kvmp_decode_cr_write(const u8 *code, unsigned int avail, int cpu_mode,
-			 struct kvmp_cr_insn *insn)
+int kvmp_decode_cr(const u8 *code, unsigned int avail, int cpu_mode,
+		   struct kvmp_cr_insn *insn)
 {
 	struct prefixes pfx = { 0 };
 	unsigned int i;
@@ -314,6 +314,7 @@ int kvmp_decode_cr_write(const u8 *code, unsigned int avail, int cpu_mode,
 		insn->kind = KVMP_CR_CLTS;
 		insn->length = i + 2;
 		return insn->length;
+	case 0x20:
 	case 0x22:
 	case 0x01:
 		break;
@@ -331,7 +332,8 @@ int kvmp_decode_cr_write(const u8 *code, unsigned int avail, int cpu_mode,
 		insn->kind = KVMP_CR_LMSW;
 		return insn->length;
 	}
-	insn->kind = KVMP_CR_MOV;	/* MOV CR ignores mod: always registers */
+	/* MOV CR ignores mod: always registers */
+	insn->kind = code[i + 1] == 0x20 ? KVMP_CR_READ : KVMP_CR_MOV;
 	insn->cr = ((modrm >> 3) & 7) | ((pfx.rex & 4) ? 8 : 0);
 	if (pfx.lock)
 		insn->cr |= 8;

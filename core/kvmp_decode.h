@@ -46,11 +46,12 @@ struct kvmp_insn {
 int kvmp_decode_mov(const u8 *code, unsigned int avail, int cpu_mode,
 		    struct kvmp_insn *insn);
 
-/* a control-register write (SVM without decode assists decodes it itself) */
+/* a control-register access (SVM without decode assists decodes it itself) */
 enum kvmp_cr_kind {
 	KVMP_CR_MOV = 1,	/* MOV to CR<cr> from GPR <reg> */
 	KVMP_CR_CLTS = 2,	/* clear CR0.TS */
 	KVMP_CR_LMSW = 3,	/* CR0 bits 3:0 from GPR <reg> (PE cannot be cleared) */
+	KVMP_CR_READ = 4,	/* MOV to GPR <reg> from CR<cr> */
 };
 
 struct kvmp_cr_insn {
@@ -60,8 +61,8 @@ struct kvmp_cr_insn {
 	u8 reg;			/* GPR index 0-15 */
 };
 
-int kvmp_decode_cr_write(const u8 *code, unsigned int avail, int cpu_mode,
-			 struct kvmp_cr_insn *insn);
+int kvmp_decode_cr(const u8 *code, unsigned int avail, int cpu_mode,
+		   struct kvmp_cr_insn *insn);
 
 /* merge a loaded value into a register as the instruction would */
 u64 kvmp_insn_load_result(const struct kvmp_insn *insn, u64 old, u64 data);

@@ -67,6 +67,7 @@ struct svm_vcpu {
 	bool nmi_iret;
 	u64 nmi_iret_rip;
 	u64 db[4];		/* the guest's DR0-3, in the CPU only while it runs */
+	u64 cr0;		/* the guest's CR0; the VMCB's may lack CD and NW */
 };
 
 _Static_assert(sizeof(struct svm_vcpu) <= KVMP_PAGE_SIZE, "svm_vcpu fits a page");
@@ -74,6 +75,24 @@ _Static_assert(sizeof(struct svm_vcpu) <= KVMP_PAGE_SIZE, "svm_vcpu fits a page"
 static struct svm_vcpu *to_svm(struct kvmp_vcpu *vcpu)
 {
 	return vcpu->arch;
+}
+
+/*
+ * The guest's CR0 goes into the VMCB without CD and NW, so caches stay on
+ * whatever the guest says (Linux's default KVM_X86_QUIRK_CD_NW_CLEARED);
+ * while the two differ, MOV from CR0 exits and is answered with the
+ * guest's value.
+ */
+static void svm_set_cr0(struct svm_vcpu *svm, u64 cr0)
+{
+	struct vmcb *vmcb = svm->vmcb;
+
+	svm->cr0 = cr0;
+	vmcb->save.cr0 = cr0 & ~(KVMP_CR0_CD | KVMP_CR0_NW);
+	if (vmcb->save.cr0 != cr0)
+		vmcb->control.intercepts[0] |= ICPT0_CR0_READ;
+	else
+		vmcb->control.intercepts[0] &= ~ICPT0_CR0_READ;
 }
 
 /* --- setup ------------------------------------------------------------------- */
@@ -298,7 +317,7 @@ static void svm_reset(struct kvmp_vcpu *vcpu)
 	svm_seg(&save->idtr, 0, 0, 0xffff, 0);
 	svm_seg(&save->ldtr, 0, 0, 0xffff, 0x82);	/* present LDT */
 	svm_seg(&save->tr, 0, 0, 0xffff, 0x8b);	/* present busy TSS */
-	save->cr0 = 0x60000010;		/* CD, NW, ET */
+	svm_set_cr0(svm, 0x60000010);	/* CD, NW, ET */
 	save->dr6 = 0xffff0ff0;
 	save->dr7 = 0x400;
 	save->rflags = 2;
@@ -407,7 +426,7 @@ static void svm_get_sregs(struct kvmp_vcpu *vcpu, struct kvmp_sregs *s)
 	s->gdt.limit = save->gdtr.limit;
 	s->idt.base = save->idtr.base;
 	s->idt.limit = save->idtr.limit;
-	s->cr0 = save->cr0;
+	s->cr0 = svm->cr0;
 	s->cr2 = save->cr2;
 	s->cr3 = save->cr3;
 	s->cr4 = save->cr4;
@@ -435,7 +454,7 @@ static int svm_set_sregs(struct kvmp_vcpu *vcpu, const struct kvmp_sregs *s)
 	save->idtr.base = s->idt.base;
 	save->idtr.limit = s->idt.limit;
 	save->cpl = (s->cr0 & KVMP_CR0_PE) ? s->ss.dpl : 0;
-	save->cr0 = s->cr0;
+	svm_set_cr0(svm, s->cr0);
 	save->cr2 = s->cr2;
 	save->cr3 = s->cr3;
 	save->cr4 = s->cr4;
@@ -1088,8 +1107,8 @@ static int svm_exit_write_cr(struct kvmp_vcpu *vcpu)
 	svm_get_regs(vcpu, &regs);
 	svm_get_sregs(vcpu, &s);
 	mode = kvmp_cpu_mode(&s);
-	if (kvmp_decode_cr_write(code, kvmp_fetch_insn(vcpu, &regs, &s, code),
-				 mode, &insn) < 0 ||
+	if (kvmp_decode_cr(code, kvmp_fetch_insn(vcpu, &regs, &s, code), mode,
+			   &insn) < 0 || insn.kind == KVMP_CR_READ ||
 	    (insn.kind == KVMP_CR_MOV ? insn.cr != cr : cr != 0)) {
 		kvmp_internal_error(vcpu, KVMP_INTERNAL_ERROR_EMULATION,
 				    svm->vmcb->control.exit_code, regs.rip);
@@ -1097,19 +1116,19 @@ static int svm_exit_write_cr(struct kvmp_vcpu *vcpu)
 	}
 	v = *svm_gpr(svm, insn.reg);
 	if (insn.kind == KVMP_CR_CLTS)
-		v = save->cr0 & ~KVMP_CR0_TS;
+		v = svm->cr0 & ~KVMP_CR0_TS;
 	else if (insn.kind == KVMP_CR_LMSW)	/* can set PE, not clear it */
-		v = (save->cr0 & ~0xeULL) | (v & 0xf);
+		v = (svm->cr0 & ~0xeULL) | (v & 0xf);
 	else if (mode != 64)
 		v &= 0xffffffffULL;
 	if (cr == 0) {
 		efer = save->efer;
-		if (kvmp_guest_set_cr0(vcpu, save->cr0, &v, save->cr4, &efer,
+		if (kvmp_guest_set_cr0(vcpu, svm->cr0, &v, save->cr4, &efer,
 				       s.cs.l))
 			goto gp;
-		if ((save->cr0 ^ v) & KVMP_CR0_PG)
+		if ((svm->cr0 ^ v) & KVMP_CR0_PG)
 			svm->need_flush = true;
-		save->cr0 = v;
+		svm_set_cr0(svm, v);
 		save->efer = efer;
 	} else {
 		if (kvmp_guest_set_cr4(vcpu, v, save->efer))
@@ -1122,6 +1141,31 @@ static int svm_exit_write_cr(struct kvmp_vcpu *vcpu)
 	return KVMP_REENTER;
 gp:
 	svm_inject_exception(vcpu, 13, true, 0);
+	return KVMP_REENTER;
+}
+
+/* MOV from CR0 while the VMCB's lacks the guest's CD or NW (svm_set_cr0) */
+static int svm_exit_read_cr0(struct kvmp_vcpu *vcpu)
+{
+	struct svm_vcpu *svm = to_svm(vcpu);
+	u8 code[KVMP_INSN_MAX_LEN];
+	struct kvmp_cr_insn insn;
+	struct kvmp_regs regs;
+	struct kvmp_sregs s;
+	int mode;
+
+	svm_get_regs(vcpu, &regs);
+	svm_get_sregs(vcpu, &s);
+	mode = kvmp_cpu_mode(&s);
+	if (kvmp_decode_cr(code, kvmp_fetch_insn(vcpu, &regs, &s, code), mode,
+			   &insn) < 0 || insn.kind != KVMP_CR_READ || insn.cr) {
+		kvmp_internal_error(vcpu, KVMP_INTERNAL_ERROR_EMULATION,
+				    svm->vmcb->control.exit_code, regs.rip);
+		return KVMP_TO_USER;
+	}
+	/* outside 64-bit mode the operand is 32 bits, zero-extended */
+	*svm_gpr(svm, insn.reg) = mode == 64 ? svm->cr0 : (u32)svm->cr0;
+	svm_skip(vcpu, insn.length);
 	return KVMP_REENTER;
 }
 
@@ -1220,6 +1264,7 @@ static int svm_exit_npf(struct kvmp_vcpu *vcpu)
 }
 
 static const svm_exit_handler svm_exit_handlers[SVM_EXIT_NPF + 1] = {
+	[SVM_EXIT_READ_CR0]	= svm_exit_read_cr0,
 	[SVM_EXIT_WRITE_CR0]	= svm_exit_write_cr,
 	[SVM_EXIT_WRITE_CR4]	= svm_exit_write_cr,
 	[SVM_EXIT_EXCP_DB]	= svm_exit_excp_db,

@@ -96,6 +96,7 @@ _Static_assert(__builtin_offsetof(struct vmcb, save.g_pat) == 0x668, "vmcb");
 /* intercept bits: word 0 (0x000) CR reads/writes, word 2 (0x008) exceptions,
  * word 3 (0x00c) and 4 (0x010)
  */
+#define ICPT0_CR0_READ		(1U << 0)
 #define ICPT0_CR0_WRITE		(1U << 16)
 #define ICPT0_CR4_WRITE		(1U << 20)
 #define ICPT2_DB		(1U << 1)
@@ -146,6 +147,7 @@ _Static_assert(__builtin_offsetof(struct vmcb, save.g_pat) == 0x668, "vmcb");
 #define TLB_FLUSH_ASID		3
 
 /* exit codes */
+#define SVM_EXIT_READ_CR0	0x000
 #define SVM_EXIT_WRITE_CR0	0x010
 #define SVM_EXIT_WRITE_CR4	0x014
 #define SVM_EXIT_EXCP_DB	0x041

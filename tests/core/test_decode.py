@@ -119,35 +119,36 @@ def test_store_values():
     assert lib.kvmp_insn_store_value(insn, 0xBEEF) == 0xBE
 
 
-# --- control-register writes (SVM without decode assists decodes them itself) ---
-CR_MOV, CR_CLTS, CR_LMSW = 1, 2, 3
+# --- control-register accesses (SVM without decode assists decodes them itself) ---
+CR_MOV, CR_CLTS, CR_LMSW, CR_READ = 1, 2, 3, 4
 GPR_NAMES = ["RAX", "RCX", "RDX", "RBX", "RSP", "RBP", "RSI", "RDI",
              *(f"R{n}" for n in range(8, 16))]
 
 
 @st.composite
-def cr_writes(draw):
+def cr_accesses(draw):
     mode = draw(st.sampled_from([16, 32, 64]))
     prefixes = bytes(draw(st.lists(st.sampled_from([*LEGACY_PREFIXES, 0xF0]), max_size=2)))
     rex = bytes([draw(st.integers(0x40, 0x4F))]) if mode == 64 and draw(st.booleans()) else b""
-    form = draw(st.sampled_from(["mov", "clts", "lmsw"]))
+    form = draw(st.sampled_from(["mov", "read", "clts", "lmsw"]))
     if form == "clts":
         body = b"\x0f\x06"
     elif form == "lmsw":
         body = bytes([0x0F, 0x01, 0xF0 | draw(st.integers(0, 7))])  # mod 3, reg 6
     else:
         cr = draw(st.sampled_from([0, 3, 4, 8 - 8 * (not rex)]))
-        body = bytes([0x0F, 0x22, 0xC0 | (cr & 7) << 3 | draw(st.integers(0, 7))])
+        op = 0x22 if form == "mov" else 0x20
+        body = bytes([0x0F, op, 0xC0 | (cr & 7) << 3 | draw(st.integers(0, 7))])
     return mode, prefixes + rex + body + b"\x90" * 8
 
 
 @settings(max_examples=2000, deadline=None)
-@given(cr_writes())
-def test_cr_write_decoder_agrees_with_iced_x86(case):
+@given(cr_accesses())
+def test_cr_decoder_agrees_with_iced_x86(case):
     mode, code = case
     ins = ix.Decoder(mode, code).decode()
     out = ffi.new("struct kvmp_cr_insn *")
-    n = lib.kvmp_decode_cr_write(code, len(code), mode, out)
+    n = lib.kvmp_decode_cr(code, len(code), mode, out)
     if ins.code == ix.Code.INVALID:  # e.g. LOCK CLTS: ours may decode it, the CPU #UDs first
         return
     assert n == ins.len == out.length, (code.hex(), n, ins.len)
@@ -155,24 +156,28 @@ def test_cr_write_decoder_agrees_with_iced_x86(case):
     if ins.mnemonic == ix.Mnemonic.CLTS:
         assert out.kind == CR_CLTS
         return
-    gpr = ins.op_register(1 if ins.mnemonic == ix.Mnemonic.MOV else 0)
+    to_cr = ins.mnemonic == ix.Mnemonic.MOV and _register_name(ins.op_register(0)).startswith("CR")
+    gpr = ins.op_register(1 if to_cr else 0)
     reg_name = ix.RegisterExt.full_register(gpr)
     assert GPR_NAMES[out.reg] == _register_name(reg_name), code.hex()
     if ins.mnemonic == ix.Mnemonic.LMSW:
         assert out.kind == CR_LMSW
-    else:
+    elif to_cr:
         assert out.kind == CR_MOV
         assert f"CR{out.cr}" == _register_name(ins.op_register(0)), code.hex()
+    else:
+        assert out.kind == CR_READ
+        assert f"CR{out.cr}" == _register_name(ins.op_register(1)), code.hex()
 
 
 def _register_name(reg: int) -> str:
     return next(k for k, v in vars(ix.Register).items() if v == reg and not k.startswith("_"))
 
 
-def test_cr_write_decoder_refuses_other_forms():
+def test_cr_decoder_refuses_other_forms():
     out = ffi.new("struct kvmp_cr_insn *")
-    for code in (b"\x0f\x20\xc0", b"\x0f\x01\x30", b"\x0f\x01\xd0", b"\x90", b"\x0f"):
-        assert lib.kvmp_decode_cr_write(code, len(code), 32, out) < 0, code.hex()
+    for code in (b"\x0f\x21\xc0", b"\x0f\x01\x30", b"\x0f\x01\xd0", b"\x90", b"\x0f"):
+        assert lib.kvmp_decode_cr(code, len(code), 32, out) < 0, code.hex()
 
 
 STRING_OPS = {0xA4: ("MOVS", 3), 0xA5: ("MOVS", 3), 0xAA: ("STOS", 1), 0xAB: ("STOS", 1),

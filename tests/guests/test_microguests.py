@@ -24,7 +24,7 @@ from pyhost import (
 from pyhost.exits import Exit
 from pyhost.x86.modes import LOAD_ADDRESS, TrappedException, trapped_exception
 
-from ..quirks import BOCHS_NEVER_INTERRUPTS_L2
+from ..quirks import BOCHS_NEVER_INTERRUPTS_L2, HOST_PVM
 
 MAX_EXITS = 10_000
 
@@ -101,12 +101,15 @@ def test_control_and_debug_registers_as_the_guest_wrote_them(raw_guest, guest_sy
     assert (sregs.cr0, sregs.cr4) == (0x30, 0x90)
 
 
-def test_task_priority_goes_through_run_cr8(raw_guest, guest_symbols):
+def test_task_priority_goes_through_run_cr8(raw_guest, guest_symbols, device, request):
     """With the local APIC in the VMM (no in-kernel one), CR8 is that APIC's TPR, as QEMU's
     kernel-irqchip=off uses it: run->cr8 goes in at each KVM_RUN and the guest's value
     comes out at each exit; raising it is silent, lowering it exits (KVM_EXIT_SET_TPR) so
     the VMM can deliver what the old priority held back; a reserved value is #GP for the
     guest and EINVAL for the VMM; KVM_SET_SREGS sets it too."""
+    if HOST_PVM and device == "/dev/kvm":
+        request.applymarker(pytest.mark.xfail(
+            strict=True, reason="kvm_pvm gives no KVM_EXIT_SET_TPR (tests/quirks.py)"))
     g = raw_guest("cr8_long")
     sym = guest_symbols("cr8_long")
     vcpu = g.vcpu

@@ -170,6 +170,11 @@ struct kvmp_vcpu {
 	u32 cpuid_nent;
 
 	u64 apic_base;			/* MSRs the core keeps itself */
+	/*
+	 * The task priority (CR8) for every backend: with the local APIC in
+	 * the VMM it goes in and out through run->cr8 around each KVM_RUN
+	 */
+	u8 cr8;
 	u64 misc_enable;
 	struct kvmp_msr_state msr;
 
@@ -307,6 +312,7 @@ extern const u32 kvmp_msr_list[];
 extern const unsigned int kvmp_msr_list_len;
 int kvmp_emulate_rdpmc(struct kvmp_vcpu *vcpu, u32 ecx, unsigned int cpl,
 		       u64 cr0, u64 cr4, u64 *value);
+int kvmp_guest_set_cr8(struct kvmp_vcpu *vcpu, u64 cr8);
 int kvmp_exit_pio(struct kvmp_vcpu *vcpu, struct kvmp_pio *pio);
 int kvmp_cpu_mode(const struct kvmp_sregs *s);	/* 16, 32 or 64 */
 unsigned int kvmp_fetch_insn(struct kvmp_vcpu *vcpu, const struct kvmp_regs *regs,

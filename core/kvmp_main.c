@@ -498,13 +498,15 @@ static long kvmp_vcpu_get_cpuid2(struct kvmp_vcpu *vcpu, u64 uarg)
 	return 0;
 }
 
-/* what KVM_SET_SREGS sets outside the backend: APIC base, a queued interrupt */
+/* what KVM_SET_SREGS sets outside the backend: APIC base, CR8, a queued interrupt */
 static void kvmp_set_sregs_common(struct kvmp_vcpu *vcpu,
 				  const struct kvmp_sregs *s)
 {
 	int i;
 
 	vcpu->apic_base = s->apic_base;
+	if (s->cr8 <= 15)	/* Linux ignores a reserved one */
+		vcpu->cr8 = s->cr8;
 	for (i = 0; i < KVMP_NR_INTERRUPTS / 64; i++) {
 		if (s->interrupt_bitmap[i]) {
 			vcpu->pending_irq = i * 64 +

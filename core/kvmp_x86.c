@@ -847,6 +847,27 @@ int kvmp_host_set_msr(struct kvmp_vcpu *vcpu, u32 index, u64 data)
 	return kvmp_do_set_msr(vcpu, index, data, true);
 }
 
+/*
+ * The guest's MOV to CR8, which both backends intercept.  The local APIC is
+ * the VMM's (kvmport has none), and it learns the new priority from run->cr8
+ * at the next exit; a lower one may unmask an interrupt it holds back, so
+ * that exits at once with KVM_EXIT_SET_TPR, as Linux does without an
+ * in-kernel APIC.  -1 is a reserved value (#GP); otherwise the backend moves
+ * past the instruction and returns what this returns.
+ */
+int kvmp_guest_set_cr8(struct kvmp_vcpu *vcpu, u64 cr8)
+{
+	u8 old = vcpu->cr8;
+
+	if (cr8 > 15)
+		return -1;
+	vcpu->cr8 = cr8;
+	if (cr8 >= old)
+		return KVMP_REENTER;
+	vcpu->run->exit_reason = KVMP_EXIT_SET_TPR;
+	return KVMP_TO_USER;
+}
+
 /* --- exits the core finishes ------------------------------------------------ */
 void kvmp_internal_error(struct kvmp_vcpu *vcpu, u32 suberror, u64 data0,
 			 u64 data1)
@@ -1280,7 +1301,7 @@ static void kvmp_report_state(struct kvmp_vcpu *vcpu)
 	run->ready_for_interrupt_injection = vcpu->pending_irq < 0 &&
 		kvmp_backend->interrupt_allowed(vcpu);
 	run->apic_base = kvmp_apic_base(vcpu);
-	run->cr8 = 0;
+	run->cr8 = vcpu->cr8;
 	run->flags = 0;
 }
 
@@ -1344,6 +1365,12 @@ int kvmp_vcpu_run(struct kvmp_vcpu *vcpu)
 	int r = 0;
 
 	vcpu->run_count++;
+	/* the task priority of the VMM's local APIC (Linux: before the I/O completes) */
+	if (run->cr8 > 15) {
+		r = -KVMP_EINVAL;
+		goto out;
+	}
+	vcpu->cr8 = run->cr8;
 	/* first finish what the VMM answered (as Linux: before immediate_exit) */
 	if (vcpu->pio.pending) {
 		r = kvmp_complete_pio(vcpu);

@@ -291,7 +291,8 @@ static void svm_reset(struct kvmp_vcpu *vcpu)
 	 * and the SVM instructions stay out of the guest's reach; CR0 and CR4
 	 * writes are checked (a CR4 bit the host does not switch, like PKE).
 	 */
-	ctl->intercepts[0] = ICPT0_CR0_WRITE | ICPT0_CR4_WRITE;
+	/* CR8 writes too: the core keeps the TPR (kvmp_guest_set_cr8) */
+	ctl->intercepts[0] = ICPT0_CR0_WRITE | ICPT0_CR4_WRITE | ICPT0_CR8_WRITE;
 	ctl->intercepts[2] = ICPT2_DB | ICPT2_AC | ICPT2_MC;
 	ctl->intercepts[3] = ICPT3_INTR | ICPT3_NMI | ICPT3_RDPMC | ICPT3_CPUID |
 			     ICPT3_INVD | ICPT3_HLT | ICPT3_INVLPGA | ICPT3_IOIO |
@@ -430,7 +431,7 @@ static void svm_get_sregs(struct kvmp_vcpu *vcpu, struct kvmp_sregs *s)
 	s->cr2 = save->cr2;
 	s->cr3 = save->cr3;
 	s->cr4 = save->cr4;
-	s->cr8 = svm->vmcb->control.int_ctl & 0xf;
+	s->cr8 = vcpu->cr8;
 	s->efer = save->efer & ~EFER_SVME;
 	s->apic_base = vcpu->apic_base;
 }
@@ -916,6 +917,9 @@ static int svm_run(struct kvmp_vcpu *vcpu)
 	kvmp_spec_vm_switch(&c->last_vm, vcpu->vm);
 	svm_prepare_asid(vcpu, c, cpu);
 	svm->enter.host_vmcb_pa = c->host_vmcb_pa;
+	/* the guest reads CR8 from V_TPR; its writes exit (svm_exit_write_cr) */
+	svm->vmcb->control.int_ctl = (svm->vmcb->control.int_ctl & ~V_TPR_MASK) |
+				     vcpu->cr8;
 	kvmp_fpu_load_guest(vcpu);
 	svm_load_guest_dr(svm, host_dr);
 
@@ -1088,7 +1092,7 @@ static u64 *svm_gpr(struct svm_vcpu *svm, unsigned int n)
 }
 
 /*
- * MOV to CR0 or CR4, CLTS, LMSW: checked by the core as Linux checks them
+ * MOV to CR0, CR4 or CR8, CLTS, LMSW: checked by the core as Linux checks them
  * (kvmp_guest_set_cr0/cr4), so no guest sets a CR4 bit the host does not
  * switch (PKE) or a state VMRUN refuses.  The instruction is decoded from
  * CS:RIP (no decode assists under QEMU; this path works with them too).
@@ -1102,7 +1106,7 @@ static int svm_exit_write_cr(struct kvmp_vcpu *vcpu)
 	struct kvmp_cr_insn insn;
 	struct kvmp_regs regs;
 	struct kvmp_sregs s;
-	int mode;
+	int mode, r;
 
 	svm_get_regs(vcpu, &regs);
 	svm_get_sregs(vcpu, &s);
@@ -1121,6 +1125,13 @@ static int svm_exit_write_cr(struct kvmp_vcpu *vcpu)
 		v = (svm->cr0 & ~0xeULL) | (v & 0xf);
 	else if (mode != 64)
 		v &= 0xffffffffULL;
+	if (cr == 8) {
+		r = kvmp_guest_set_cr8(vcpu, v);
+		if (r < 0)
+			goto gp;
+		svm_skip(vcpu, insn.length);
+		return r;
+	}
 	if (cr == 0) {
 		efer = save->efer;
 		if (kvmp_guest_set_cr0(vcpu, svm->cr0, &v, save->cr4, &efer,
@@ -1267,6 +1278,7 @@ static const svm_exit_handler svm_exit_handlers[SVM_EXIT_NPF + 1] = {
 	[SVM_EXIT_READ_CR0]	= svm_exit_read_cr0,
 	[SVM_EXIT_WRITE_CR0]	= svm_exit_write_cr,
 	[SVM_EXIT_WRITE_CR4]	= svm_exit_write_cr,
+	[SVM_EXIT_WRITE_CR8]	= svm_exit_write_cr,
 	[SVM_EXIT_EXCP_DB]	= svm_exit_excp_db,
 	[SVM_EXIT_EXCP_AC]	= svm_exit_excp_ac,
 	[SVM_EXIT_EXCP_MC]	= svm_exit_excp_mc,

@@ -99,6 +99,7 @@ _Static_assert(__builtin_offsetof(struct vmcb, save.g_pat) == 0x668, "vmcb");
 #define ICPT0_CR0_READ		(1U << 0)
 #define ICPT0_CR0_WRITE		(1U << 16)
 #define ICPT0_CR4_WRITE		(1U << 20)
+#define ICPT0_CR8_WRITE		(1U << 24)
 #define ICPT2_DB		(1U << 1)
 #define ICPT2_AC		(1U << 17)
 #define ICPT2_MC		(1U << 18)
@@ -129,6 +130,7 @@ _Static_assert(__builtin_offsetof(struct vmcb, save.g_pat) == 0x668, "vmcb");
 #define ICPT4_XSETBV		(1U << 13)
 #define ICPT4_RDPRU		(1U << 14)
 
+#define V_TPR_MASK		0xfU
 #define V_IRQ			(1U << 8)
 #define V_INTR_PRIO_SHIFT	16
 #define V_IGN_TPR		(1U << 20)
@@ -150,6 +152,7 @@ _Static_assert(__builtin_offsetof(struct vmcb, save.g_pat) == 0x668, "vmcb");
 #define SVM_EXIT_READ_CR0	0x000
 #define SVM_EXIT_WRITE_CR0	0x010
 #define SVM_EXIT_WRITE_CR4	0x014
+#define SVM_EXIT_WRITE_CR8	0x018
 #define SVM_EXIT_EXCP_DB	0x041
 #define SVM_EXIT_EXCP_AC	0x051
 #define SVM_EXIT_EXCP_MC	0x052

@@ -87,7 +87,6 @@ struct vmx_guest {
 	u64 msr[SW_NR];
 	u64 dr[4], dr6, dr7;		/* the guest's: never loaded (MOV DR exits) */
 	u64 feature_control;
-	u8 cr8;
 };
 
 /* what the last VM exit reported */
@@ -623,7 +622,7 @@ static void vmx_get_sregs(struct kvmp_vcpu *vcpu, struct kvmp_sregs *s)
 	s->cr2 = g->cr2;
 	s->cr3 = g->cr3;
 	s->cr4 = g->cr4;
-	s->cr8 = g->cr8;
+	s->cr8 = vcpu->cr8;
 	s->efer = g->efer;
 	s->apic_base = vcpu->apic_base;
 }
@@ -677,8 +676,6 @@ static int vmx_set_sregs(struct kvmp_vcpu *vcpu, const struct kvmp_sregs *s)
 	g->cr2 = s->cr2;
 	g->cr3 = s->cr3;
 	g->cr4 = s->cr4;
-	if (s->cr8 <= 15)	/* Linux ignores a bad one */
-		g->cr8 = s->cr8;
 	g->efer = s->efer;
 	/* as Linux: PDPTEs that cannot be loaded leave the ioctl a success */
 	if (vmx_load_pdptes(vcpu))
@@ -1591,12 +1588,11 @@ static int vmx_exit_cr(struct kvmp_vcpu *vcpu)
 		case 4:
 			r = vmx_set_cr4(vcpu, v);
 			break;
-		case 8:
-			if (v > 15)
-				r = -KVMP_EINVAL;
-			else
-				vmx->guest.cr8 = v;
-			break;
+		case 8:		/* the core keeps it (kvmp_guest_set_cr8) */
+			r = kvmp_guest_set_cr8(vcpu, v);
+			if (r < 0)
+				return vmx_exit_gp(vcpu);
+			return vmx_skip(vcpu) == KVMP_REENTER ? r : KVMP_TO_USER;
 		default:
 			return vmx_exit_ud(vcpu);
 		}
@@ -1604,7 +1600,7 @@ static int vmx_exit_cr(struct kvmp_vcpu *vcpu)
 		if (cr == 3)
 			*reg = vmx->guest.cr3;
 		else if (cr == 8)
-			*reg = vmx->guest.cr8;
+			*reg = vcpu->cr8;
 		else
 			return vmx_exit_ud(vcpu);
 	} else {			/* CLTS, LMSW touch no bit we own */

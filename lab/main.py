@@ -46,6 +46,8 @@ def run_lab(
         extra_env["KVMPORT_KO"] = str(ko)
         log(f"built {ko.relative_to(REPO)} for {k.abi}")
     extra_env["KVMPORT_LAB_VMLINUZ"] = str(k.vmlinuz)  # Debian's own kernel, for boot tests
+    if os.environ.get("KVMPORT_QEMU"):  # the patched QEMU (`invoke build-qemu`), for its tests
+        extra_env["KVMPORT_QEMU"] = str(Path(os.environ["KVMPORT_QEMU"]).resolve())
     if cpu == "svm":
         from lab.svm import qemu_version, run_svm
 

@@ -21,6 +21,7 @@ from .exits import (
     IrqWindowOpen,
     MmioRead,
     MmioWrite,
+    SetTpr,
     Shutdown,
     SystemEvent,
     Unknown,
@@ -32,5 +33,6 @@ from .vm import GuestMemory, Vm
 __all__ = [
     "Cap", "CpuidEntry", "Exit", "FailEntry", "GuestMemory", "GuestMemoryError", "Hlt",
     "InternalError", "Intr", "IoIn", "IoOut", "IrqWindowOpen", "Kvm", "KvmError", "MmioRead",
-    "MmioWrite", "NoDeviceError", "PyhostError", "Shutdown", "SystemEvent", "Unknown", "Vcpu", "Vm",
+    "MmioWrite", "NoDeviceError", "PyhostError", "SetTpr", "Shutdown", "SystemEvent", "Unknown",
+    "Vcpu", "Vm",
 ]

@@ -77,6 +77,12 @@ class IrqWindowOpen:
 
 
 @dataclass(frozen=True)
+class SetTpr:
+    """The guest lowered its task priority (MOV to CR8): `Vcpu.cr8` has the new one, which
+    may let an interrupt the VMM's local APIC holds through."""
+
+
+@dataclass(frozen=True)
 class Intr:
     """KVM_RUN was interrupted by a signal or immediate_exit (a kick)."""
 
@@ -99,5 +105,5 @@ class Unknown:
 
 Exit = (
     IoOut | IoIn | MmioWrite | MmioRead | Hlt | Shutdown | FailEntry | InternalError
-    | IrqWindowOpen | Intr | SystemEvent | Unknown
+    | IrqWindowOpen | SetTpr | Intr | SystemEvent | Unknown
 )

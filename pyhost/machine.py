@@ -246,6 +246,8 @@ class Machine:
                         bus.mmio_write(address, data)
                     case exits.IrqWindowOpen() | exits.Intr():
                         pass
+                    case exits.SetTpr():  # the PC has no local APIC: no priority to apply
+                        pass
                     case exits.Hlt():
                         if not vcpu.if_flag:
                             return Outcome(EXIT_OK, "the guest halted with interrupts off "

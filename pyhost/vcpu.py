@@ -167,6 +167,16 @@ class Vcpu:
         self.kvm_run.request_interrupt_window = int(value)
 
     @property
+    def cr8(self) -> int:
+        """run->cr8: the guest's task priority after an exit; what the next KVM_RUN gives
+        it (a VMM with its own local APIC sets its TPR here, 0-15)."""
+        return int(self.kvm_run.cr8)
+
+    @cr8.setter
+    def cr8(self, value: int) -> None:
+        self.kvm_run.cr8 = value
+
+    @property
     def ready_for_interrupt_injection(self) -> bool:
         return bool(self.kvm_run.ready_for_interrupt_injection)
 
@@ -223,6 +233,8 @@ class Vcpu:
             return exits.IrqWindowOpen()
         if reason == EXIT["EXIT_INTR"]:
             return exits.Intr()
+        if reason == EXIT["EXIT_SET_TPR"]:
+            return exits.SetTpr()
         if reason == EXIT["EXIT_FAIL_ENTRY"]:
             f = run.fail_entry
             return exits.FailEntry(f.hardware_entry_failure_reason, f.cpu)

@@ -58,7 +58,16 @@ def _prepare_lab(c: Context) -> None:
 
 def _lab_suite(c: Context, cpu: str, script: str) -> None:
     _prepare_lab(c)
-    c.run(f"{PY} -m invoke lab --cpu {cpu} -- sh {script}", pty=False)
+    env = {"KVMPORT_QEMU": str(_patched_qemu())} if cpu == "svm" else {}
+    c.run(f"{PY} -m invoke lab --cpu {cpu} -- sh {script}", pty=False, env=env)
+
+
+def _patched_qemu() -> Path:
+    """The patched QEMU the SVM suite's tests/lab/test_qemu.py runs (cached after the
+    first build, ~5 min on 2 cores); the lab gets its path in KVMPORT_QEMU."""
+    from qemu_build import build
+
+    return build()
 
 
 SUITES = {"svm": "tests/lab/suite.sh", "vmx": "tests/lab/suite_vmx.sh"}
@@ -80,7 +89,7 @@ def _labs_side_by_side(c: Context) -> None:
     _prepare_lab(c)
     ko = build_module(lab_kernel(None).headers, quiet=True)
     lab_python()  # the labs' shared venv, made once: two labs making it at once collide
-    env = dict(os.environ, KVMPORT_KO=str(ko))
+    env = dict(os.environ, KVMPORT_KO=str(ko), KVMPORT_QEMU=str(_patched_qemu()))
     log_path = Path("build/lab/vmx-suite.log")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     lab = [sys.executable, "-m", "invoke", "lab", "--no-module"]

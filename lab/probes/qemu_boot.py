@@ -9,6 +9,7 @@ SYSLINUX, `boot:`, the bootfd banner, power-off), the console's last lines, QEMU
 stderr, its exit status, and the KVM_RUN exits counted by reason, in total and in the
 last 10 seconds (a stuck guest exits for the same few reasons over and over, or not at
 all; a slow one keeps moving). QEMU is stopped once the guest has halted.
+With PROBE_CONSOLE=FILE in the environment the whole console is written to FILE.
 """
 
 from __future__ import annotations
@@ -72,6 +73,8 @@ def main() -> int:
         elapsed = time.monotonic() - t0
         stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
         trace = log.read_bytes() if log.exists() else b""
+    if os.environ.get("PROBE_CONSOLE"):
+        Path(os.environ["PROBE_CONSOLE"]).write_bytes(bytes(console))
     how = "stopped at the end" if any(m in seen for m in FINAL) else "timed out"
     print(f"probe: {how if timed_out else 'exited'} after {elapsed:.1f} s, "
           f"status {proc.returncode}")

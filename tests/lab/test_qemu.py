@@ -1,0 +1,108 @@
+"""QEMU on each --device, with the local APIC in QEMU (kernel-irqchip=off): the patched QEMU
+(qemu-patches/, `invoke build-qemu`; its path comes in KVMPORT_QEMU, which `invoke test-lab`
+and `invoke ci` set) boots bintest/bootfd.img through SeaBIOS and SYSLINUX to the self-check
+on the light machine, and Debian's own kernel with two CPUs, both online (docs/qemu.md).
+
+    KVMPORT_QEMU=$(invoke build-qemu) invoke lab --cpu svm -- 'insmod $KVMPORT_KO && \
+        python3 -m pytest -q -p no:cacheprovider tests/lab/test_qemu.py \
+        --device /dev/kvm --device /dev/kvmport'
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from pyhost.boot.fat import FatImage
+
+from ..quirks import LAB
+from .test_boot import BANNER, IMAGE, PROMPT, Boot
+
+pytestmark = pytest.mark.lab
+
+# the light machine: no VGA (it needs dirty logging), no default devices
+LIGHT = ["-machine", "pc,kernel-irqchip=off", "-nographic", "-nodefaults", "-serial", "stdio",
+         "-vga", "none"]
+HALTED = "reboot: System halted"  # bootfd's kernel has no ACPI: power-off is a halt
+POWER_DOWN = "reboot: Power down"  # Debian's kernel powers off through ACPI: QEMU exits
+# Debian's kernel without `quiet`: its SMP bring-up lines are the proof.  nolapic_timer
+# keeps the PIT as the tick, so the init's timer check (IRQ 0 in /proc/interrupts) sees
+# it tick (the local APIC timer would take over, on kvm_amd as on kvmport); the rest
+# keeps the boot short (no speculation mitigations, no TSC checks, no floppy probe)
+APPEND = ("console=ttyS0 nolapic_timer mitigations=off tsc=reliable reboot=t panic=-1 "
+          "initcall_blacklist=floppy_init")
+
+
+@pytest.fixture
+def qemu() -> str:
+    if LAB != "svm":
+        pytest.skip("QEMU on a KVM device runs in the SVM lab")
+    path = os.environ.get("KVMPORT_QEMU", "")
+    assert path and os.access(path, os.X_OK), (
+        f"KVMPORT_QEMU is not the patched QEMU ({path!r}): run `invoke build-qemu` and pass "
+        "its path (invoke test-lab and invoke ci do)")
+    return path
+
+
+def accel(device: str) -> list[str]:
+    return ["-accel", f"kvm,device={device}"]
+
+
+def run_to(boot: Boot, end: str, timeout: float) -> tuple[str, str]:
+    """Answer bootfd's input prompt, wait for `end` on the console, then stop QEMU."""
+    try:
+        if not boot.wait_for(BANNER, timeout):
+            pytest.fail(f"no banner after {time.monotonic() - boot.started:.0f} s")
+        if boot.wait_for(PROMPT, timeout):
+            assert boot.proc.stdin is not None
+            boot.proc.stdin.write(b"hello-serial\n")
+            boot.proc.stdin.flush()
+        if not boot.wait_for(end, timeout):
+            pytest.fail(f"no {end!r} after {time.monotonic() - boot.started:.0f} s")
+    except BaseException:
+        boot.proc.kill()
+        boot.close_input()
+        boot.reader.join(5)
+        boot.err_reader.join(5)
+        print(f"console:\n{boot.text}\nstderr:\n{boot.err.decode(errors='replace')}")
+        raise
+    boot.close_input()
+    try:
+        boot.proc.wait(10)  # after an ACPI power-off QEMU exits by itself
+    except Exception:
+        boot.proc.terminate()
+        boot.proc.wait(10)
+    boot.reader.join(5)
+    boot.err_reader.join(5)
+    return boot.text, boot.err.decode(errors="replace")
+
+
+def test_bootfd_self_check_under_qemu(device, qemu):
+    boot = Boot(device, argv=[qemu, *accel(device), *LIGHT, "-m", "128", "-snapshot",
+                              "-fda", str(IMAGE)])
+    out, err = run_to(boot, HALTED, 120)
+    print(f"{device}: banner after {boot.seen[BANNER]:.1f} s, halted after "
+          f"{boot.seen[HALTED]:.1f} s\n{err}")
+    assert "self-check PASS" in out, f"console:\n{out}\nstderr:\n{err}"
+    assert "console input: 'hello-serial'" in out, out
+    assert "check timer ok" in out and "check uptime ok" in out
+
+
+def test_debian_kernel_brings_up_two_cpus_under_qemu(device, qemu, tmp_path: Path):
+    """-smp 2 with QEMU's userspace local APIC: SeaBIOS counts the CPUs (INIT/SIPI through
+    QEMU's APIC, MP state RUNNABLE), then the guest kernel starts its second CPU itself."""
+    vmlinuz = Path(os.environ.get("KVMPORT_LAB_VMLINUZ", ""))
+    assert vmlinuz.is_file(), f"the lab kernel's vmlinuz is missing: {vmlinuz}"
+    initrd = tmp_path / "initrd.gz"
+    initrd.write_bytes(FatImage.from_disk(IMAGE.read_bytes()).read_file("/initrd.gz"))
+    boot = Boot(device, argv=[qemu, *accel(device), *LIGHT, "-smp", "2", "-m", "256",
+                              "-kernel", str(vmlinuz), "-initrd", str(initrd),
+                              "-append", APPEND])
+    out, err = run_to(boot, POWER_DOWN, 300)
+    print(f"{device}: banner after {boot.seen[BANNER]:.1f} s, power-off after "
+          f"{boot.seen[POWER_DOWN]:.1f} s\n{err}")
+    assert "smp: Brought up 1 node, 2 CPUs" in out, f"console:\n{out}\nstderr:\n{err}"
+    assert "self-check PASS" in out, f"console:\n{out}\nstderr:\n{err}"

@@ -20,6 +20,11 @@
 #define KVMP_MAX_MSR_ENTRIES	256
 /* run area (KVMP_RUN_PAGES, kvmp_port.h): the page port I/O data goes through */
 #define KVMP_PIO_OFFSET		KVMP_PAGE_SIZE
+/* coalesced MMIO: zones a VM may have; writes the ring holds */
+#define KVMP_MAX_COALESCED_ZONES	100
+#define KVMP_COALESCED_MMIO_MAX \
+	((KVMP_PAGE_SIZE - sizeof(struct kvmp_coalesced_mmio_ring)) / \
+	 sizeof(struct kvmp_coalesced_mmio))
 
 /* GPR indices, in the x86 encoding order */
 enum {
@@ -61,6 +66,13 @@ struct kvmp_slot {
 	u64 *dirty;
 };
 
+/* a coalesced MMIO or port I/O zone */
+struct kvmp_zone {
+	u64 addr;
+	u64 size;
+	bool pio;
+};
+
 struct kvmp_vm {
 	struct kvmp_os_mutex *lock;	/* slots, vcpus[], the nested page tables */
 	/*
@@ -90,6 +102,11 @@ struct kvmp_vm {
 	u32 tlb_generation;
 	u64 kvm_wall_clock;		/* the old KVM wall-clock MSR, per VM */
 	u64 id;				/* unique while the module lives (never 0) */
+	/* coalesced MMIO/PIO: the ring page every VCPU fd maps, the zones (vm->lock) */
+	struct kvmp_coalesced_mmio_ring *ring;
+	u64 ring_pa;
+	struct kvmp_zone zones[KVMP_MAX_COALESCED_ZONES];
+	u32 nr_zones;
 	void *arch;			/* the backend's per-VM state */
 };
 
@@ -207,6 +224,12 @@ enum {
 };
 
 int kvmp_check_extension(unsigned long cap);
+
+/* kvmp_mem.c: coalesced MMIO and port I/O (KVM_REGISTER_COALESCED_MMIO) */
+int kvmp_coalesced_zone(struct kvmp_vm *vm,
+			const struct kvmp_coalesced_mmio_zone *zone, bool add);
+bool kvmp_coalesce(struct kvmp_vm *vm, u64 addr, u32 len, const void *data,
+		   bool pio);
 
 /* kvmp_mem.c: slots and guest memory */
 int kvmp_set_user_memory_region(struct kvmp_vm *vm,

@@ -128,6 +128,7 @@ int kvmp_check_extension(unsigned long cap)
 	case KVMP_CAP_IMMEDIATE_EXIT:
 	case KVMP_CAP_MMAP_VCPU:
 	case KVMP_CAP_READONLY_MEM:
+	case KVMP_CAP_COALESCED_PIO:
 	case KVMP_CAP_VCPU_EVENTS:
 	case KVMP_CAP_DEBUGREGS:
 	case KVMP_CAP_XSAVE:
@@ -137,6 +138,8 @@ int kvmp_check_extension(unsigned long cap)
 	case KVMP_CAP_IRQ_ROUTING:
 		/* QEMU 7.2 wants a non-zero answer; there is no routing to do */
 		return 1;
+	case KVMP_CAP_COALESCED_MMIO:	/* where the ring is: a page of the VCPU fd */
+		return KVMP_COALESCED_MMIO_PAGE_OFFSET;
 	case KVMP_CAP_SYNC_MMU:
 		/* without a notifier the guest would keep a page the VMM drops */
 		return kvmp_os_mm_notifier;
@@ -182,7 +185,7 @@ long kvmp_system_ioctl(unsigned int ioctl, unsigned long arg)
 	case KVMP_CHECK_EXTENSION:
 		return kvmp_check_extension(arg);
 	case KVMP_GET_VCPU_MMAP_SIZE:
-		return arg ? -KVMP_EINVAL : (long)(KVMP_RUN_PAGES * KVMP_PAGE_SIZE);
+		return arg ? -KVMP_EINVAL : (long)(KVMP_MMAP_PAGES * KVMP_PAGE_SIZE);
 	case KVMP_GET_MSR_INDEX_LIST:
 		return kvmp_get_msr_index_list(arg);
 	case KVMP_GET_SUPPORTED_CPUID:
@@ -225,6 +228,9 @@ int kvmp_vm_create(unsigned long type, struct kvmp_vm **vmp)
 		goto free_lock;
 	vm->refs = 1;
 	vm->id = __atomic_add_fetch(&kvmp_vm_ids, 1, __ATOMIC_RELAXED);
+	vm->ring = kvmp_os_alloc_pages(1, &vm->ring_pa);
+	if (!vm->ring)
+		goto free_lock;
 	r = kvmp_backend->vm_init(vm);
 	if (r)
 		goto free_lock;
@@ -232,6 +238,8 @@ int kvmp_vm_create(unsigned long type, struct kvmp_vm **vmp)
 	return 0;
 
 free_lock:
+	if (vm->ring)
+		kvmp_os_free_pages(vm->ring, 1);
 	kvmp_os_spinlock_destroy(vm->mmu_lock);
 	kvmp_os_mutex_destroy(vm->lock);
 	kvmp_os_free(vm);
@@ -251,6 +259,7 @@ void kvmp_vm_put(struct kvmp_vm *vm)
 		return;
 	kvmp_backend->vm_destroy(vm);	/* no VCPU is left to use it */
 	kvmp_free_slots(vm);
+	kvmp_os_free_pages(vm->ring, 1);
 	kvmp_os_spinlock_destroy(vm->mmu_lock);
 	kvmp_os_mutex_destroy(vm->lock);
 	kvmp_os_free(vm);
@@ -260,6 +269,7 @@ void kvmp_vm_put(struct kvmp_vm *vm)
 long kvmp_vm_ioctl(struct kvmp_vm *vm, unsigned int ioctl, unsigned long arg)
 {
 	struct kvmp_userspace_memory_region region;
+	struct kvmp_coalesced_mmio_zone zone;
 	struct kvmp_dirty_log log;
 	bool created;
 	u64 addr;
@@ -269,6 +279,12 @@ long kvmp_vm_ioctl(struct kvmp_vm *vm, unsigned int ioctl, unsigned long arg)
 		if (kvmp_os_copy_from_user(&region, arg, sizeof(region)))
 			return -KVMP_EFAULT;
 		return kvmp_set_user_memory_region(vm, &region);
+	case KVMP_REGISTER_COALESCED_MMIO:
+	case KVMP_UNREGISTER_COALESCED_MMIO:
+		if (kvmp_os_copy_from_user(&zone, arg, sizeof(zone)))
+			return -KVMP_EFAULT;
+		return kvmp_coalesced_zone(vm, &zone,
+					   ioctl == KVMP_REGISTER_COALESCED_MMIO);
 	case KVMP_GET_DIRTY_LOG:
 		if (kvmp_os_copy_from_user(&log, arg, sizeof(log)))
 			return -KVMP_EFAULT;
@@ -389,6 +405,8 @@ void kvmp_vcpu_destroy(struct kvmp_vcpu *vcpu)
 
 u64 kvmp_vcpu_run_page_pa(struct kvmp_vcpu *vcpu, unsigned long pgoff)
 {
+	if (pgoff == KVMP_COALESCED_MMIO_PAGE_OFFSET)
+		return vcpu->vm->ring_pa;	/* one ring for the whole VM */
 	return pgoff < KVMP_RUN_PAGES ? vcpu->run_pa[pgoff] : 0;
 }
 

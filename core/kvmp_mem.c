@@ -719,3 +719,80 @@ int kvmp_write_guest_virt(struct kvmp_vcpu *vcpu, const struct kvmp_sregs *s,
 {
 	return kvmp_guest_virt_copy(vcpu, s, gva, (void *)src, n, true);
 }
+
+/* the zone covers [addr, addr + len), as Linux's coalesced_mmio_in_range */
+static bool kvmp_zone_covers(const struct kvmp_zone *z, u64 addr, u64 len)
+{
+	return addr + len >= addr && addr >= z->addr &&
+	       addr + len <= z->addr + z->size;
+}
+
+/*
+ * KVM_REGISTER_COALESCED_MMIO (add) and KVM_UNREGISTER_COALESCED_MMIO: the
+ * latter drops every zone of that kind inside the one given, as Linux does.
+ */
+int kvmp_coalesced_zone(struct kvmp_vm *vm,
+			const struct kvmp_coalesced_mmio_zone *zone, bool add)
+{
+	struct kvmp_zone z = { zone->addr, zone->size, zone->pio };
+	u32 i;
+
+	if (zone->pio != 0 && zone->pio != 1)
+		return -KVMP_EINVAL;
+	kvmp_os_mutex_lock(vm->lock);
+	if (add) {
+		if (vm->nr_zones >= KVMP_MAX_COALESCED_ZONES) {
+			kvmp_os_mutex_unlock(vm->lock);
+			return -KVMP_ENOSPC;
+		}
+		vm->zones[vm->nr_zones++] = z;
+	} else {
+		for (i = 0; i < vm->nr_zones;) {
+			if (vm->zones[i].pio == z.pio &&
+			    kvmp_zone_covers(&z, vm->zones[i].addr, vm->zones[i].size))
+				vm->zones[i] = vm->zones[--vm->nr_zones];
+			else
+				i++;
+		}
+	}
+	kvmp_os_mutex_unlock(vm->lock);
+	return 0;
+}
+
+/*
+ * A guest write the VMM asked to batch: into the ring, no exit; false when
+ * no zone covers it or the ring is full (then it exits as usual, and the
+ * VMM empties the ring at every exit).  The ring is the VMM's page too:
+ * what it says of last is checked before use.
+ */
+bool kvmp_coalesce(struct kvmp_vm *vm, u64 addr, u32 len, const void *data,
+		   bool pio)
+{
+	struct kvmp_coalesced_mmio_ring *ring = vm->ring;
+	struct kvmp_coalesced_mmio *e;
+	bool done = false;
+	u32 i, last;
+
+	if (!__atomic_load_n(&vm->nr_zones, __ATOMIC_RELAXED) || len > 8)
+		return false;
+	kvmp_os_mutex_lock(vm->lock);
+	for (i = 0; i < vm->nr_zones; i++)
+		if (vm->zones[i].pio == pio && kvmp_zone_covers(&vm->zones[i], addr, len))
+			break;
+	last = __atomic_load_n(&ring->last, __ATOMIC_RELAXED);
+	if (i < vm->nr_zones && last < KVMP_COALESCED_MMIO_MAX &&
+	    (last + 1) % KVMP_COALESCED_MMIO_MAX !=
+	    __atomic_load_n(&ring->first, __ATOMIC_ACQUIRE)) {
+		e = &ring->coalesced_mmio[last];
+		e->phys_addr = addr;
+		e->len = len;
+		e->pio = pio;
+		kvmp_os_memcpy(e->data, data, len);
+		/* the entry is there before the VMM can see it */
+		__atomic_store_n(&ring->last, (last + 1) % KVMP_COALESCED_MMIO_MAX,
+				 __ATOMIC_RELEASE);
+		done = true;
+	}
+	kvmp_os_mutex_unlock(vm->lock);
+	return done;
+}

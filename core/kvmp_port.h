@@ -13,6 +13,8 @@
 
 /* run area: the kvmp_run page, then the page port I/O data goes through */
 #define KVMP_RUN_PAGES		2
+/* what a VCPU fd maps: the run area, then the VM's coalesced MMIO ring */
+#define KVMP_MMAP_PAGES		(KVMP_COALESCED_MMIO_PAGE_OFFSET + 1)
 
 struct kvmp_vm;
 struct kvmp_vcpu;

@@ -980,6 +980,11 @@ int kvmp_exit_pio(struct kvmp_vcpu *vcpu, struct kvmp_pio *pio)
 						      pio->size);
 		}
 	} else if (!pio->in) {
+		if (kvmp_coalesce(vcpu->vm, pio->port, pio->size, &regs.rax, true)) {
+			regs.rip = pio->next_rip;	/* batched: done */
+			kvmp_backend->set_regs(vcpu, &regs);
+			return KVMP_REENTER;
+		}
 		kvmp_os_memcpy(kvmp_pio_data(vcpu), &regs.rax, pio->size);
 	}
 	pio->count = count;
@@ -1089,13 +1094,25 @@ unsigned int kvmp_fetch_insn(struct kvmp_vcpu *vcpu, const struct kvmp_regs *reg
 	return avail;
 }
 
-/* an MMIO exit for the decoded instruction's element at gpa */
+static int kvmp_complete_mmio(struct kvmp_vcpu *vcpu);
+
+/*
+ * An MMIO exit for the decoded instruction's element at gpa; a write the
+ * VMM batches (coalesced MMIO) goes into the ring and the instruction is
+ * finished here instead (KVMP_REENTER).
+ */
 static int kvmp_mmio_exit(struct kvmp_vcpu *vcpu, u64 gpa, bool write, u64 value)
 {
 	struct kvmp_run *run = vcpu->run;
 	struct kvmp_mmio *mmio = &vcpu->mmio;
+	int r;
 
 	mmio->pending = true;
+	if (write && kvmp_coalesce(vcpu->vm, gpa, mmio->insn.mem_size, &value,
+				   false)) {
+		r = kvmp_complete_mmio(vcpu);
+		return r < 0 ? r : KVMP_REENTER;
+	}
 	run->exit_reason = KVMP_EXIT_MMIO;
 	run->mmio.phys_addr = gpa;
 	run->mmio.len = mmio->insn.mem_size;
@@ -1231,10 +1248,9 @@ static int kvmp_complete_mmio(struct kvmp_vcpu *vcpu)
 	}
 	if (in->string == KVMP_STR_MOVS && mmio->movs_read) {
 		mmio->movs_read = false;
-		if (mmio->movs_dst_mmio) {
-			kvmp_mmio_exit(vcpu, mmio->movs_dst, true, data);
-			return 1;
-		}
+		if (mmio->movs_dst_mmio)	/* 1: it exits; or it was batched */
+			return kvmp_mmio_exit(vcpu, mmio->movs_dst, true, data) ==
+			       KVMP_TO_USER;
 		kvmp_backend->get_sregs(vcpu, &s);
 		if (kvmp_write_guest_virt(vcpu, &s,
 					  kvmp_string_addr(&s, in, KVMP_SEG_ES, regs.rdi),

@@ -69,7 +69,7 @@ static const struct vm_operations_struct kvmport_vcpu_vm_ops = {
 
 static int kvmport_vcpu_mmap(struct file *file, struct vm_area_struct *vma)
 {
-	if (vma->vm_pgoff + vma_pages(vma) > KVMP_RUN_PAGES)
+	if (vma->vm_pgoff + vma_pages(vma) > KVMP_MMAP_PAGES)
 		return -EINVAL;
 	vma->vm_ops = &kvmport_vcpu_vm_ops;
 	return 0;
@@ -85,12 +85,12 @@ static long kvmport_mmap_vcpu(struct file *file, unsigned long arg)
 		return -EFAULT;
 	if (req.flags)
 		return -EINVAL;
-	addr = vm_mmap(file, 0, KVMP_RUN_PAGES * PAGE_SIZE,
+	addr = vm_mmap(file, 0, KVMP_MMAP_PAGES * PAGE_SIZE,
 		       PROT_READ | PROT_WRITE, MAP_SHARED, 0);
 	if (IS_ERR_VALUE(addr))
 		return (long)addr;
 	req.addr = addr;
-	req.size = KVMP_RUN_PAGES * PAGE_SIZE;
+	req.size = KVMP_MMAP_PAGES * PAGE_SIZE;
 	if (copy_to_user((void __user *)arg, &req, sizeof(req))) {
 		vm_munmap(addr, req.size);
 		return -EFAULT;

@@ -65,6 +65,20 @@ class Vcpu:
     def fileno(self) -> int:
         return self.fd
 
+    def drain_coalesced(self) -> list[tuple[int, bytes, bool]]:
+        """Empty the VM's coalesced-MMIO ring (the page at KVM_COALESCED_MMIO_PAGE_OFFSET of
+        this VCPU's mapping): the batched writes in order, as (address, data, is_pio)."""
+        ring = ffi.cast("struct kvmp_coalesced_mmio_ring *",
+                        self._base + lib.KVMP_COALESCED_MMIO_PAGE_OFFSET * mmap.PAGESIZE)
+        slots = (mmap.PAGESIZE - ffi.sizeof("struct kvmp_coalesced_mmio_ring")) // \
+            ffi.sizeof("struct kvmp_coalesced_mmio")
+        out = []
+        while ring.first != ring.last:
+            e = ring.coalesced_mmio[ring.first]
+            out.append((int(e.phys_addr), bytes(ffi.buffer(e.data, min(e.len, 8))), bool(e.pio)))
+            ring.first = (ring.first + 1) % slots
+        return out
+
     # -- registers --------------------------------------------------------
     def _get(self, ioctl: str, ctype: str) -> Any:
         value = ffi.new(ctype + " *")

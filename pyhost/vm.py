@@ -127,6 +127,19 @@ class Vm:
     def set_identity_map_addr(self, addr: int) -> None:
         kvm_ioctl(self.fd, "SET_IDENTITY_MAP_ADDR", ffi.new("kvmp_u64 *", addr))
 
+    def register_coalesced_mmio(self, addr: int, size: int, pio: bool = False) -> None:
+        """KVM_REGISTER_COALESCED_MMIO: guest writes in [addr, addr + size) (ports if pio)
+        go into the VM's ring without an exit while it has room (Vcpu.drain_coalesced)."""
+        zone = ffi.new("struct kvmp_coalesced_mmio_zone *",
+                       {"addr": addr, "size": size, "pio": int(pio)})
+        kvm_ioctl(self.fd, "REGISTER_COALESCED_MMIO", zone)
+
+    def unregister_coalesced_mmio(self, addr: int, size: int, pio: bool = False) -> None:
+        """KVM_UNREGISTER_COALESCED_MMIO: drops the zones of that kind inside the range."""
+        zone = ffi.new("struct kvmp_coalesced_mmio_zone *",
+                       {"addr": addr, "size": size, "pio": int(pio)})
+        kvm_ioctl(self.fd, "UNREGISTER_COALESCED_MMIO", zone)
+
     # -- guest memory ---------------------------------------------------
     def add_memory(self, guest_phys_addr: int, size: int, flags: int = 0) -> GuestMemory:
         """Allocate memory and give it to the guest at guest_phys_addr, in the next free slot."""

@@ -131,6 +131,7 @@ typedef uint64_t kvmp_u64;
 #define KVMP_CAP_NR_VCPUS			9
 #define KVMP_CAP_NR_MEMSLOTS			10
 #define KVMP_CAP_MP_STATE			14
+#define KVMP_CAP_COALESCED_MMIO			15
 #define KVMP_CAP_SYNC_MMU			16
 #define KVMP_CAP_DESTROY_MEMORY_REGION_WORKS	21
 #define KVMP_CAP_USER_NMI			22
@@ -146,6 +147,7 @@ typedef uint64_t kvmp_u64;
 #define KVMP_CAP_READONLY_MEM			81
 #define KVMP_CAP_MAX_VCPU_ID			128
 #define KVMP_CAP_IMMEDIATE_EXIT			136
+#define KVMP_CAP_COALESCED_PIO			162
 
 /* --- structures --------------------------------------------------------- */
 struct kvmp_userspace_memory_region {
@@ -155,6 +157,32 @@ struct kvmp_userspace_memory_region {
 	kvmp_u64 memory_size;		/* bytes */
 	kvmp_u64 userspace_addr;	/* start of the userspace memory */
 };
+
+/* KVM_(UN)REGISTER_COALESCED_MMIO: writes there go into the VM's ring, no exit */
+struct kvmp_coalesced_mmio_zone {
+	kvmp_u64 addr;
+	kvmp_u32 size;
+	kvmp_u32 pio;			/* 1: port I/O, 0: MMIO */
+};
+
+/* one write in the ring */
+struct kvmp_coalesced_mmio {
+	kvmp_u64 phys_addr;
+	kvmp_u32 len;
+	kvmp_u32 pio;
+	kvmp_u8 data[8];
+};
+
+/*
+ * The ring, a page mapped at KVMP_COALESCED_MMIO_PAGE_OFFSET of every VCPU
+ * fd: the kernel fills at last, the VMM empties from first.
+ */
+struct kvmp_coalesced_mmio_ring {
+	kvmp_u32 first, last;
+	struct kvmp_coalesced_mmio coalesced_mmio[];
+};
+
+#define KVMP_COALESCED_MMIO_PAGE_OFFSET	2
 
 /* KVM_GET_DIRTY_LOG: the slot's bitmap (a bit a page, in longs) goes to dirty_bitmap */
 struct kvmp_dirty_log {
@@ -451,6 +479,10 @@ struct kvmp_run {
 /* VM ioctls, on a VM fd */
 #define KVMP_CREATE_VCPU		KVMP_IO(KVMPIO, 0x41)
 #define KVMP_GET_DIRTY_LOG		KVMP_IOW(KVMPIO, 0x42, struct kvmp_dirty_log)
+#define KVMP_REGISTER_COALESCED_MMIO \
+	KVMP_IOW(KVMPIO, 0x67, struct kvmp_coalesced_mmio_zone)
+#define KVMP_UNREGISTER_COALESCED_MMIO \
+	KVMP_IOW(KVMPIO, 0x68, struct kvmp_coalesced_mmio_zone)
 #define KVMP_SET_USER_MEMORY_REGION \
 	KVMP_IOW(KVMPIO, 0x46, struct kvmp_userspace_memory_region)
 #define KVMP_SET_TSS_ADDR		KVMP_IO(KVMPIO, 0x47)

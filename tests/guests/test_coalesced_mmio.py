@@ -11,8 +11,6 @@ import pytest
 
 from pyhost import Cap, Hlt, IoOut, KvmError, MmioWrite
 
-RING_SLOTS = (4096 - 8) // 24  # entries in a page; one stays free
-
 
 def test_writes_in_a_zone_go_to_the_ring_without_an_exit(kvm, raw_guest):
     assert kvm.check_extension(Cap.COALESCED_MMIO) == 2  # the ring's page in the VCPU fd
@@ -24,18 +22,20 @@ def test_writes_in_a_zone_go_to_the_ring_without_an_exit(kvm, raw_guest):
     assert g.vcpu.drain_coalesced() == [(0xA0010, b"\x34\x12", False),
                                         (0xA0020, b"\x56", False), (0x80, b"\x77", True)]
     assert g.vcpu.run() == MmioWrite(0xA1000, b"\xcd\xab")  # beside the zone: an exit
-    # REP STOSW of 300 words: the ring fills, then each further word exits until drained
-    ex = g.vcpu.run()
-    assert ex == MmioWrite(0xA0000 + 2 * (RING_SLOTS - 1), b"\x5a\x5a"), ex
-    batched = g.vcpu.drain_coalesced()
-    assert [a for a, _, _ in batched] == [0xA0000 + 2 * i for i in range(RING_SLOTS - 1)]
-    exits = 1
+    # REP STOSW of 300 words: into the ring while it has room, the others as exits (the VMM
+    # empties the ring at each); every word once, in order.  Where the first exit comes
+    # differs: Linux's room check, (first - last - 1) % 170 on unsigned ints, reports a
+    # full ring early for some positions (kvm_amd: after 85 words here; kvmport and the
+    # host's kvm_pvm: after 169, when it is full)
+    seen: list[int] = []
+    exits = 0
     while not isinstance(ex := g.vcpu.run(), Hlt):
-        assert isinstance(ex, MmioWrite), ex
+        assert isinstance(ex, MmioWrite) and ex.data == b"\x5a\x5a", ex
+        seen += [a for a, _, _ in g.vcpu.drain_coalesced()] + [ex.address]
         exits += 1
-        batched += g.vcpu.drain_coalesced()
-    batched += g.vcpu.drain_coalesced()
-    assert exits + len(batched) == 300
+    seen += [a for a, _, _ in g.vcpu.drain_coalesced()]
+    assert seen == [0xA0000 + 2 * i for i in range(300)]
+    assert exits <= 300 // 50, f"{exits} exits for 300 words"  # most went to the ring
     assert g.vcpu.get_regs().rcx & 0xFFFF == 0
 
 

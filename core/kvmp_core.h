@@ -102,6 +102,8 @@ struct kvmp_vm {
 	u32 tlb_generation;
 	u64 kvm_wall_clock;		/* the old KVM wall-clock MSR, per VM */
 	u64 id;				/* unique while the module lives (never 0) */
+	u64 tsc_base;			/* host TSC when the first VCPU came */
+	bool tsc_started;
 	/* coalesced MMIO/PIO: the ring page every VCPU fd maps, the zones (vm->lock) */
 	struct kvmp_coalesced_mmio_ring *ring;
 	u64 ring_pa;

@@ -360,6 +360,15 @@ int kvmp_vcpu_create(struct kvmp_vm *vm, u32 id,
 	kvmp_os_spin_lock(vm->mmu_lock);	/* the MMU notifier kicks vcpus[] */
 	vm->vcpus[vm->nr_vcpus++] = vcpu;
 	kvmp_os_spin_unlock(vm->mmu_lock);
+	/*
+	 * As Linux (kvm_synchronize_tsc): the VM's TSC starts at 0 with its
+	 * first VCPU, and the later ones count on from the same start.
+	 */
+	if (!vm->tsc_started) {
+		vm->tsc_base = kvmp_rdtsc();
+		vm->tsc_started = true;
+	}
+	kvmp_backend->set_msr(vcpu, MSR_IA32_TSC, kvmp_rdtsc() - vm->tsc_base);
 	kvmp_os_mutex_unlock(vm->lock);
 	kvmp_vm_get(vm);
 	*vcpup = vcpu;

@@ -1003,7 +1003,7 @@ int kvmp_exit_pio(struct kvmp_vcpu *vcpu, struct kvmp_pio *pio)
 static int kvmp_complete_pio(struct kvmp_vcpu *vcpu)
 {
 	struct kvmp_pio *pio = &vcpu->pio;
-	u64 bytes = pio->count * pio->size, dst;
+	u64 count = pio->count, bytes, dst;
 	struct kvmp_regs regs;
 	struct kvmp_sregs s;
 	bool down;
@@ -1011,6 +1011,14 @@ static int kvmp_complete_pio(struct kvmp_vcpu *vcpu)
 	pio->pending = false;
 	kvmp_backend->get_regs(vcpu, &regs);
 	down = regs.rflags & KVMP_EFLAGS_DF;
+	/*
+	 * The VMM may have lowered RCX meanwhile (KVM_SET_REGS): only that many
+	 * elements are done, as in Linux (its selftest userspace_io_test).
+	 */
+	if (pio->string && pio->rep &&
+	    (regs.rcx & kvmp_size_mask(pio->addr_size)) < count)
+		count = regs.rcx & kvmp_size_mask(pio->addr_size);
+	bytes = count * pio->size;
 	if (!pio->string) {
 		if (pio->in) {
 			u64 v = 0;
@@ -1032,9 +1040,10 @@ static int kvmp_complete_pio(struct kvmp_vcpu *vcpu)
 		if (down)
 			dst -= bytes - pio->size;
 		if (down)	/* element i goes to RDI - i * size */
-			kvmp_reverse_elements(kvmp_pio_data(vcpu), pio->count,
+			kvmp_reverse_elements(kvmp_pio_data(vcpu), count,
 					      pio->size);
-		if (kvmp_write_guest_virt(vcpu, &s, dst, kvmp_pio_data(vcpu), bytes))
+		if (bytes &&
+		    kvmp_write_guest_virt(vcpu, &s, dst, kvmp_pio_data(vcpu), bytes))
 			return -KVMP_EFAULT;
 		regs.rdi = kvmp_addr_update(regs.rdi, down ? regs.rdi - bytes :
 					    regs.rdi + bytes, pio->addr_size);
@@ -1043,7 +1052,7 @@ static int kvmp_complete_pio(struct kvmp_vcpu *vcpu)
 					    regs.rsi + bytes, pio->addr_size);
 	}
 	if (pio->rep)
-		regs.rcx = kvmp_addr_update(regs.rcx, regs.rcx - pio->count,
+		regs.rcx = kvmp_addr_update(regs.rcx, regs.rcx - count,
 					    pio->addr_size);
 	/* more to do: leave RIP on the instruction so it runs again */
 	if (!pio->rep || !(regs.rcx & kvmp_size_mask(pio->addr_size)))
@@ -1402,7 +1411,16 @@ int kvmp_vcpu_run(struct kvmp_vcpu *vcpu)
 	}
 
 	for (;;) {
-		if (run->immediate_exit || kvmp_os_signal_pending()) {
+		/*
+		 * As Linux: immediate_exit leaves exit_reason as it was (a VMM
+		 * finishing an I/O with it reads that exit again); a signal
+		 * says KVM_EXIT_INTR.
+		 */
+		if (run->immediate_exit) {
+			r = -KVMP_EINTR;
+			break;
+		}
+		if (kvmp_os_signal_pending()) {
 			run->exit_reason = KVMP_EXIT_INTR;
 			r = -KVMP_EINTR;
 			break;

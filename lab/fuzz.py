@@ -120,6 +120,25 @@ def _between_lengths(what: str) -> Callable[[Call], bool]:
     return pred
 
 
+def _cut_between_lengths(what: str, header: int, entry: int) -> Callable[[Call], bool]:
+    """A buffer the guard page cuts short between the two lists' sizes: one device's list
+    fits in it, the other's runs into the guard (EFAULT on that side only)."""
+    def pred(c: Call) -> bool:
+        a = c.arg
+        if a.kind != "buf" or not a.cut:
+            return False
+        room = len(a.data) - max(a.misalign, 1)
+        sizes = [header + entry * LIST_LENGTHS.get(d, {}).get(what, 0) for d in (LINUX, KVMPORT)]
+        return min(sizes) <= room < max(sizes)
+    return pred
+
+
+def _smm_address_space(c: Call) -> bool:
+    """docs/driver.md, dirty logging: no SMM address space (slot ids from 0x10000)."""
+    slot = _u32(c)
+    return slot is not None and slot >> 16 == 1
+
+
 def _sregs_differs_on_purpose(c: Call) -> bool:
     """docs/driver.md, Security, KVM_SET_SREGS: EFER bits other than SCE/LME/LMA/NXE and
     CR4.PKE are refused (EINVAL) where Linux takes them."""
@@ -166,6 +185,12 @@ ALLOWED: list[tuple[str, Callable[[Call], bool], str | None, str]] = [
      "the MSR lists differ in length (docs/driver.md, MSRs): E2BIG on one side only"),
     ("GET_SUPPORTED_CPUID", _between_lengths("cpuid"), None,
      "the supported CPUID lists differ in length (kvmport offers less): E2BIG on one side"),
+    ("GET_SUPPORTED_CPUID", _cut_between_lengths("cpuid", 8, 40), None,
+     "the supported CPUID lists differ in length: a short buffer faults on one side only"),
+    ("GET_MSR_INDEX_LIST", _cut_between_lengths("msrs", 4, 4), None,
+     "the MSR lists differ in length: a short buffer faults on one side only"),
+    ("GET_DIRTY_LOG", _smm_address_space, "EINVAL",
+     "docs/driver.md, dirty logging: no SMM address space (Linux: ENOENT, no slot there)"),
     ("SET_SREGS", _sregs_differs_on_purpose, "EINVAL",
      "docs/driver.md, Security: KVM_SET_SREGS refuses other EFER bits and CR4.PKE"),
     ("SET_USER_MEMORY_REGION", _slot_beyond_ours, "EINVAL",

@@ -10,9 +10,14 @@ from invoke.exceptions import Exit
 
 from lab.common import LabError
 
-# The CI subset: tests that pass on kvm_amd in the SVM lab and run in seconds there
-# (docs/lab.md, "KVM selftests", has the timings of the full run).
-CI_SUBSET: list[str] = []
+# Left out of the CI subset (`--ci`): the tests that took 15 s or more on kvm_amd in the SVM
+# lab (or hit the 60 s limit). The full run took 9 min 20 s, the subset is every other test
+# (docs/lab.md, "KVM selftests", has the timings).
+SLOW = [
+    "demand_paging_test", "dirty_log_perf_test", "hardware_disable_test",
+    "kvm_page_table_test", "memslot_modification_stress_test", "memslot_perf_test",
+    "rseq_test", "set_memory_region_test",
+]
 
 
 @task(help={"jobs": "parallel compile jobs (default 2)"})
@@ -32,7 +37,7 @@ def build_selftests(c: Context, jobs: int = 2) -> None:
     help={
         "test_timeout": "seconds per test and device (default 60)",
         "only": "run only this test (repeatable), e.g. x86_64/cpuid_test",
-        "ci": "only the CI subset (CI_SUBSET in tasks/selftests.py)",
+        "ci": "the CI subset: all but the slow tests (SLOW in tasks/selftests.py)",
         "timeout": "seconds for the whole lab run (default 3600)",
     },
 )
@@ -54,7 +59,9 @@ def selftests(
     except LabError as exc:
         raise Exit(f"build-selftests: {exc}", code=1) from exc
     args = [str(out), "--timeout", str(test_timeout)]
-    names = list(only or []) or (CI_SUBSET if ci else [])
+    names = list(only or [])
+    if ci and not names:
+        names = [t for t in (out / "TESTS").read_text().split() if t not in SLOW]
     if names:
         args += ["--only", *names]
     cmd = "python3 -m lab.selftests run " + shlex.join(args)

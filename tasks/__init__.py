@@ -7,6 +7,7 @@
     benchmarks.py  bench, bench-boot (the measuring is bench/'s)
     qemu.py        build-qemu (the building is qemu_build.py's)
     fuzz.py        fuzz (the fuzzing is lab/fuzz.py's, in the SVM lab)
+    selftests.py   build-selftests, selftests (Linux's KVM selftests: lab/selftests/)
 
 invoke puts tasks/ itself first on sys.path: a module here named like a top-level package
 (lab, bench, ...) would hide it, hence labs.py and benchmarks.py.
@@ -22,9 +23,9 @@ _ROOT = str(Path(__file__).resolve().parent.parent)
 if _ROOT not in sys.path:
     sys.path.append(_ROOT)
 
-from . import benchmarks, bootfd, core, fuzz, kext, labs, qemu  # noqa: E402
+from . import benchmarks, bootfd, core, fuzz, kext, labs, qemu, selftests  # noqa: E402
 
 ns = Collection()
-for module in (core, labs, kext, bootfd, benchmarks, qemu, fuzz):
+for module in (core, labs, kext, bootfd, benchmarks, qemu, fuzz, selftests):
     for t in Collection.from_module(module).tasks.values():
         ns.add_task(t)

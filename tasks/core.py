@@ -74,21 +74,30 @@ SUITES = {"svm": "tests/lab/suite.sh", "vmx": "tests/lab/suite_vmx.sh"}
 
 
 def _labs_side_by_side(c: Context) -> None:
-    """Both lab suites at once: each emulator runs guest code on one host core.
+    """Both lab suites at once: each emulator runs guest code on one host core; after
+    the SVM suite (the shorter), Linux's KVM selftests (the CI subset) in a second SVM lab.
 
     The module and the labs' Python are made once first (two labs making them at once
     would race); the VMX suite's output is kept in a file and printed when both are done.
     """
     import os
+    import shlex
     import subprocess
 
     from lab.kernel import lab_kernel
     from lab.module import build_module
     from lab.pyenv import lab_python
+    from lab.selftests.build import build as build_selftests
+
+    from .selftests import SLOW
 
     _prepare_lab(c)
     ko = build_module(lab_kernel(None).headers, quiet=True)
     lab_python()  # the labs' shared venv, made once: two labs making it at once collide
+    st = build_selftests()  # cached; ~2.5 min the first time
+    names = [t for t in (st / "TESTS").read_text().split() if t not in SLOW]
+    selftests = "python3 -m lab.selftests run " + shlex.join(
+        [str(st), "--timeout", "60", "--only", *names])
     env = dict(os.environ, KVMPORT_KO=str(ko), KVMPORT_QEMU=str(_patched_qemu()))
     log_path = Path("build/lab/vmx-suite.log")
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -101,6 +110,9 @@ def _labs_side_by_side(c: Context) -> None:
         try:
             svm = subprocess.run([*lab, "--cpu", "svm", "--", "sh", SUITES["svm"]], env=env,
                                  stdin=subprocess.DEVNULL).returncode
+            print("[ci] Linux's KVM selftests (CI subset) in the SVM lab", flush=True)
+            st_status = subprocess.run([*lab, "--cpu", "svm", "--", selftests], env=env,
+                                       stdin=subprocess.DEVNULL).returncode
             vmx_status = vmx.wait()
         finally:
             if vmx.poll() is None:
@@ -108,8 +120,9 @@ def _labs_side_by_side(c: Context) -> None:
                 vmx.wait()
     print("[ci] ---- the VMX lab suite's output ----", flush=True)
     print(log_path.read_text(), flush=True)
-    print(f"[ci] SVM lab suite exit {svm}, VMX lab suite exit {vmx_status}", flush=True)
-    if svm or vmx_status:
+    print(f"[ci] SVM lab suite exit {svm}, KVM selftests exit {st_status}, VMX lab suite "
+          f"exit {vmx_status}", flush=True)
+    if svm or st_status or vmx_status:
         raise Exit("a lab suite failed", code=1)
 
 

@@ -681,12 +681,13 @@ class Fuzzer:
                     wait = min((d for _, d in self.running.values()), default=now + 1) - now
                     self.run_cond.wait(max(wait, 0.0005))
                     continue
-            for t, run in late:
-                run.immediate_exit = 1
-                try:
-                    signal.pthread_kill(t, KICK)
-                except ProcessLookupError:
-                    pass
+                # under the lock: a runner cannot leave, and its run area go, meanwhile
+                for t, run in late:
+                    run.immediate_exit = 1
+                    try:
+                        signal.pthread_kill(t, KICK)
+                    except ProcessLookupError:
+                        pass
             time.sleep(0.0005)
 
     def set_deadline(self, ident: int | None, run: Any, deadline: float) -> None:
@@ -1042,7 +1043,8 @@ def main(argv: list[str] | None = None) -> int:
     mark = len(dmesg())
     fz = Fuzzer(args)
     threading.Thread(target=watchdog, args=(fz, args.stall), daemon=True).start()
-    threading.Thread(target=fz.kicker, daemon=True).start()
+    kicker = threading.Thread(target=fz.kicker, daemon=True)
+    kicker.start()
     print(f"fuzz: seed {args.seed}, {args.calls} calls on {', '.join(args.device)} "
           f"(chaos on {', '.join(args.chaos_device)})", flush=True)
     t0 = time.monotonic()
@@ -1055,6 +1057,9 @@ def main(argv: list[str] | None = None) -> int:
         traceback.print_exc()
         error = f"{type(e).__name__}: {e}"
     fz.stop.set()
+    with fz.run_cond:
+        fz.run_cond.notify_all()
+    kicker.join(5)  # before the run areas are unmapped at exit
     took = time.monotonic() - t0
     print(f"fuzz: seed {args.seed}: {fz.calls} calls in {took:.1f} s "
           f"({fz.calls / max(took, 1e-9):.0f} calls/s), {len(fz.findings)} findings, "

@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         unit = next(iter(row.values())).unit
         line = f"{name + ' (' + unit + ')':<{width}}"
         line += "".join(f"{row[d].value:>16.2f}" for d in args.device)
-        line += "".join(f"{row[d].value / row[ref].value:>18.2f}" for d in args.device[1:])
+        line += "".join(f"{row[d].value / row[ref].value:>18.2f}" if row[ref].value > 0
+                        else f"{'-':>18}" for d in args.device[1:])
         print(line)
     print(f"(best of {args.runs}; ratio = device / {ref}; lower is faster)")
     pyhost_row = table.get("bootfd.img to the banner (pyhost boot)")

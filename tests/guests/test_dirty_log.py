@@ -10,6 +10,7 @@ import pytest
 
 from pyhost import Hlt, IoIn, IoOut, KvmError
 from pyhost.abi import ffi
+from pyhost.exits import Exit
 from pyhost.ioctl import kvm_ioctl
 from pyhost.raw import RawGuest
 
@@ -18,20 +19,30 @@ READ, WRITE, STRING_IN = 0, 1, 2
 MULTI_ADDRESS_SPACE = 118  # KVM_CAP_MULTI_ADDRESS_SPACE
 
 
-def touch(g: RawGuest, accesses: list[tuple[int, int]]) -> None:
-    """Have the guest make each (page, access) in turn."""
-    for page, access in accesses:
-        ex = g.vcpu.run()
-        assert isinstance(ex, IoIn) and ex.port == 0x71, ex
-        ex.data[:2] = page.to_bytes(2, "little")
-        ex = g.vcpu.run()
-        assert isinstance(ex, IoIn) and ex.port == 0x72, ex
-        ex.data[0] = access
-        ex = g.vcpu.run()
-        while isinstance(ex, IoIn) and ex.port == 0x73:  # REP INSB, maybe in pieces
+def access(g: RawGuest, page: int, kind: int) -> list[Exit]:
+    """Have dirty_log_real make one access (READ, WRITE, STRING_IN) to the first byte(s) of
+    `page`; the exits other than its own port I/O, up to the OUT that ends it.  (Also used
+    by test_readonly_mem.py and test_sync_mmu.py.)"""
+    ex = g.vcpu.run()
+    assert isinstance(ex, IoIn) and ex.port == 0x71, ex
+    ex.data[:2] = page.to_bytes(2, "little")
+    ex = g.vcpu.run()
+    assert isinstance(ex, IoIn) and ex.port == 0x72, ex
+    ex.data[0] = kind
+    seen: list[Exit] = []
+    while (ex := g.vcpu.run()) != IoOut(0x70, 1, 1, bytes([kind])):
+        if isinstance(ex, IoIn) and ex.port == 0x73:  # REP INSB, maybe in pieces
             ex.data[:] = b"\xab" * len(ex.data)
-            ex = g.vcpu.run()
-        assert ex == IoOut(0x70, 1, 1, bytes([access])), ex
+        else:
+            seen.append(ex)
+        assert len(seen) < 10, seen
+    return seen
+
+
+def touch(g: RawGuest, accesses: list[tuple[int, int]]) -> None:
+    """Have the guest make each (page, access) in turn, with no other exit."""
+    for page, kind in accesses:
+        assert access(g, page, kind) == [], (page, kind)
 
 
 def set_logging(g: RawGuest, on: bool) -> None:

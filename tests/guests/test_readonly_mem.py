@@ -9,26 +9,11 @@ import errno
 
 import pytest
 
-from pyhost import Cap, IoIn, IoOut, KvmError, MmioWrite
-from pyhost.raw import RawGuest
+from pyhost import Cap, KvmError, MmioWrite
+
+from .test_dirty_log import READ, WRITE, access
 
 READONLY = 2
-READ, WRITE = 0, 1
-
-
-def access(g: RawGuest, page: int, kind: int) -> list[object]:
-    """Have the guest read or write the first byte of `page`; the exits before its OUT."""
-    ex = g.vcpu.run()
-    assert isinstance(ex, IoIn) and ex.port == 0x71, ex
-    ex.data[:2] = page.to_bytes(2, "little")
-    ex = g.vcpu.run()
-    assert isinstance(ex, IoIn) and ex.port == 0x72, ex
-    ex.data[0] = kind
-    seen: list[object] = []
-    while (ex := g.vcpu.run()) != IoOut(0x70, 1, 1, bytes([kind])):
-        seen.append(ex)
-        assert len(seen) < 10, seen
-    return seen
 
 
 def test_writes_to_read_only_memory_exit_as_mmio_and_change_nothing(kvm, raw_guest):

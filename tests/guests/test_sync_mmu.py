@@ -5,20 +5,16 @@ it: QEMU then keeps guest RAM whole (no balloon discards) instead of trusting a 
 
 from __future__ import annotations
 
-from pyhost import Cap, IoIn, IoOut
+from pyhost import Cap
+
+from .test_dirty_log import READ, access
 
 PAGE = 0x30
 
 
 def guest_reads(g, page: int) -> int:
     """Have dirty_log_real read the first byte of `page`; the byte it loaded (BL)."""
-    ex = g.vcpu.run()
-    assert isinstance(ex, IoIn) and ex.port == 0x71, ex
-    ex.data[:2] = page.to_bytes(2, "little")
-    ex = g.vcpu.run()
-    assert isinstance(ex, IoIn) and ex.port == 0x72, ex
-    ex.data[0] = 0  # a read
-    assert g.vcpu.run() == IoOut(0x70, 1, 1, b"\0")
+    assert access(g, page, READ) == []
     return g.vcpu.get_regs().rbx & 0xFF
 
 

@@ -46,6 +46,73 @@
 #define G_R14	112
 #define G_R15	120
 
+/* the host's callee-saved registers, around the guest's run */
+.macro KVMP_PUSH_CALLEE_SAVED
+	push	%rbp
+	push	%rbx
+	push	%r12
+	push	%r13
+	push	%r14
+	push	%r15
+.endm
+
+.macro KVMP_POP_CALLEE_SAVED
+	pop	%r15
+	pop	%r14
+	pop	%r13
+	pop	%r12
+	pop	%rbx
+	pop	%rbp
+.endm
+
+/*
+ * The guest's registers at (%rdi) in and out, all but RAX, RSP and RDI (each
+ * entry has its own way with those); no flag changes
+ */
+.macro KVMP_LOAD_GPRS
+	mov	G_RCX(%rdi), %rcx
+	mov	G_RDX(%rdi), %rdx
+	mov	G_RBX(%rdi), %rbx
+	mov	G_RBP(%rdi), %rbp
+	mov	G_RSI(%rdi), %rsi
+	mov	G_R8(%rdi), %r8
+	mov	G_R9(%rdi), %r9
+	mov	G_R10(%rdi), %r10
+	mov	G_R11(%rdi), %r11
+	mov	G_R12(%rdi), %r12
+	mov	G_R13(%rdi), %r13
+	mov	G_R14(%rdi), %r14
+	mov	G_R15(%rdi), %r15
+.endm
+
+.macro KVMP_STORE_GPRS
+	mov	%rcx, G_RCX(%rdi)
+	mov	%rdx, G_RDX(%rdi)
+	mov	%rbx, G_RBX(%rdi)
+	mov	%rbp, G_RBP(%rdi)
+	mov	%rsi, G_RSI(%rdi)
+	mov	%r8, G_R8(%rdi)
+	mov	%r9, G_R9(%rdi)
+	mov	%r10, G_R10(%rdi)
+	mov	%r11, G_R11(%rdi)
+	mov	%r12, G_R12(%rdi)
+	mov	%r13, G_R13(%rdi)
+	mov	%r14, G_R14(%rdi)
+	mov	%r15, G_R15(%rdi)
+.endm
+
+/* after the exit: no guest value left in a register the caller may use speculatively */
+.macro KVMP_CLEAR_SCRATCH
+	xor	%ecx, %ecx
+	xor	%edx, %edx
+	xor	%esi, %esi
+	xor	%edi, %edi
+	xor	%r8d, %r8d
+	xor	%r9d, %r9d
+	xor	%r10d, %r10d
+	xor	%r11d, %r11d
+.endm
+
 /*
  * After a VM exit the return stack buffer holds the guest's return
  * addresses, and the host's next RETs would be predicted from them: push

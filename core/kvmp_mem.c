@@ -45,18 +45,19 @@ struct kvmp_slot *kvmp_find_slot(struct kvmp_vm *vm, u64 gpa)
 	return NULL;
 }
 
-/*
- * No slot there, or a write to a read-only one: MMIO (a snapshot: slots
- * may change right after)
- */
+/* no slot there, or a write to a read-only one: the VMM's (MMIO), as in Linux */
+static bool kvmp_slot_is_mmio(const struct kvmp_slot *s, bool write)
+{
+	return !s || (write && (s->flags & KVMP_MEM_READONLY));
+}
+
+/* kvmp_slot_is_mmio at gpa, a snapshot: slots may change right after */
 bool kvmp_gpa_is_mmio(struct kvmp_vm *vm, u64 gpa, bool write)
 {
-	struct kvmp_slot *s;
 	bool mmio;
 
 	kvmp_os_mutex_lock(vm->lock);
-	s = kvmp_find_slot(vm, gpa);
-	mmio = !s || (write && (s->flags & KVMP_MEM_READONLY));
+	mmio = kvmp_slot_is_mmio(kvmp_find_slot(vm, gpa), write);
 	kvmp_os_mutex_unlock(vm->lock);
 	return mmio;
 }
@@ -358,8 +359,7 @@ int kvmp_tdp_fault(struct kvmp_vm *vm, struct kvmp_tdp *t, u64 gpa, bool write)
 
 	kvmp_os_mutex_lock(vm->lock);
 	s = kvmp_find_slot(vm, gpa);
-	/* no slot, or a write to read-only memory: MMIO, as in Linux */
-	if (!s || (write && (s->flags & KVMP_MEM_READONLY))) {
+	if (kvmp_slot_is_mmio(s, write)) {
 		kvmp_os_mutex_unlock(vm->lock);
 		return -KVMP_ENOENT;
 	}

@@ -58,6 +58,7 @@ typedef kvmp_u64 u64;
 #define KVMP_EEXIST	17
 #define KVMP_ENODEV	19
 #define KVMP_EINVAL	22
+#define KVMP_EMFILE	24
 #define KVMP_ENOSPC	28
 #define KVMP_ENOTTY	25
 #define KVMP_EOPNOTSUPP	95

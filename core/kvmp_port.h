@@ -59,4 +59,39 @@ void kvmp_reboot(void);
 void kvmp_vm_mm_invalidate_start(struct kvmp_vm *vm, u64 start, u64 end);
 void kvmp_vm_mm_invalidate_end(struct kvmp_vm *vm);
 
+/*
+ * kvmp_kext.c: the kext ABI (include/kvmport/kvmport_kext.h), for a port
+ * that serves it.  The port keeps a struct kvmp_kext_handle per open and
+ * calls open, ioctl and close from its file operations; the core calls
+ * back the port's ops to make, use and drop its VM and VCPU objects (which
+ * wrap kvmp_vm and kvmp_vcpu with what the port keeps beside them).  ctx is
+ * the port's, passed through; owner names the calling process.
+ */
+struct kvmp_kext_handle {
+	int kind;	/* kvmp_kext.c's */
+	u64 owner;	/* the process whose VM the handle serves */
+	void *obj;	/* the port's VM or VCPU object */
+};
+
+struct kvmp_kext_port {
+	long (*vm_create)(void *ctx, unsigned long type, void **vm);
+	/* the new VCPU object holds its VM object until vcpu_put */
+	long (*vcpu_create)(void *ctx, void *vm, unsigned long id, void **vcpu);
+	long (*vm_ioctl)(void *ctx, void *vm, unsigned int cmd,
+			 unsigned long arg);
+	long (*vcpu_ioctl)(void *ctx, void *vcpu, unsigned int cmd,
+			   unsigned long arg);
+	void (*vm_put)(void *vm);
+	void (*vcpu_put)(void *vcpu);
+};
+
+int kvmp_kext_init(const struct kvmp_kext_port *port);
+void kvmp_kext_exit(void);
+void kvmp_kext_open(struct kvmp_kext_handle *h);
+void kvmp_kext_close(struct kvmp_kext_handle *h);
+long kvmp_kext_ioctl(struct kvmp_kext_handle *h, void *ctx, u64 owner,
+		     unsigned int cmd, u64 ucall);
+/* the VCPU object of a VCPU handle, or NULL */
+void *kvmp_kext_vcpu_of(struct kvmp_kext_handle *h);
+
 #endif /* KVMPORT_CORE_KVMP_PORT_H */

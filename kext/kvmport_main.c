@@ -1,16 +1,14 @@
 // SPDX-License-Identifier: GPL-2.0 OR MIT
 /*
  * kvmport on XNU: kmod start and stop, the character device /dev/kvmport,
- * and its handles.  Every ioctl goes to the portable core
- * (core/kvmp_main.c); only what makes handles is the port's.
+ * and its handles.  Every ioctl goes to the portable core.
  *
  * The kext ABI (include/kvmport/kvmport_kext.h): a kext has no public way
  * to make file descriptors, so /dev/kvmport is a cloning node
- * (devfs_make_node_clone): every open gets its own minor number, a handle
- * that starts as a system handle.  KVMP_CREATE_VM and KVMP_CREATE_VCPU
- * leave the new object pending under an id, and KVMP_KEXT_ATTACH on a fresh
- * handle makes that handle the object's.  A handle serves the system, a VM
- * or a VCPU ioctls according to its kind.
+ * (devfs_make_node_clone): every open gets its own minor number and a
+ * handle of the core's kext ABI server (core/kvmp_kext.c), which turns
+ * CREATE_VM/CREATE_VCPU into ids and ATTACH into a VM's or VCPU's handle.
+ * The Linux port serves the same server on /dev/kvmport-kext.
  */
 #include <sys/types.h>
 #include <sys/param.h>
@@ -43,38 +41,19 @@
 /* open handles: a minor each; 0 is the node itself */
 #define KVMPORT_MAX_HANDLES	1024
 
-/* CLOSED: released, its minor not reusable until devfs frees the clone */
-enum kvmport_kind {
-	KVMPORT_FREE, KVMPORT_SYSTEM, KVMPORT_VM, KVMPORT_VCPU, KVMPORT_CLOSED
-};
+/*
+ * A minor's life: FREE, OPEN from the clone allocation until its last close,
+ * then CLOSED (not reusable) until devfs frees the clone's node.
+ */
+enum kvmport_state { KVMPORT_FREE, KVMPORT_OPEN, KVMPORT_CLOSED };
 
 struct kvmport_handle {
-	enum kvmport_kind kind;
-	bool used;			/* has made a call: no longer fresh */
-	int pid;			/* the process that made its VM */
-	struct kvmp_vm *vm;
-	struct kvmp_vcpu *vcpu;		/* holds its VM */
-};
-
-/*
- * Objects made and not yet attached, each held for the handle (minor) that
- * made it: they end with it if never attached.
- */
-#define KVMPORT_MAX_PENDING	64
-
-struct kvmport_pending {
-	u64 id;				/* 0: a free slot */
-	int creator;			/* the minor that made it */
-	int pid;
-	enum kvmport_kind kind;
-	struct kvmp_vm *vm;
-	struct kvmp_vcpu *vcpu;
+	enum kvmport_state state;
+	struct kvmp_kext_handle h;	/* the core's: what the handle serves */
 };
 
 static struct kvmport_handle kvmport_handles[KVMPORT_MAX_HANDLES];
-static struct kvmport_pending kvmport_pending[KVMPORT_MAX_PENDING];
-static u64 kvmport_next_id = 1;
-static struct kvmp_os_mutex *kvmport_lock;	/* kinds, pending objects */
+static struct kvmp_os_mutex *kvmport_lock;	/* the states */
 static int kvmport_major = -1;
 static void *kvmport_node;
 
@@ -110,17 +89,17 @@ static int kvmport_clone(dev_t dev, int action)
 	if (action == DEVFS_CLONE_FREE) {
 		i = minor(dev);
 		h = i > 0 && i < KVMPORT_MAX_HANDLES ? &kvmport_handles[i] : NULL;
-		/* a SYSTEM handle here was allocated but never opened */
-		if (h && (h->kind == KVMPORT_CLOSED || h->kind == KVMPORT_SYSTEM))
-			h->kind = KVMPORT_FREE;
+		/* an OPEN handle here was allocated but never opened */
+		if (h)
+			h->state = KVMPORT_FREE;
 		found = 0;
 		goto out;
 	}
 	for (i = 1; i < KVMPORT_MAX_HANDLES; i++) {
 		h = &kvmport_handles[i];
-		if (h->kind == KVMPORT_FREE) {
-			h->kind = KVMPORT_SYSTEM;
-			h->used = false;
+		if (h->state == KVMPORT_FREE) {
+			h->state = KVMPORT_OPEN;
+			kvmp_kext_open(&h->h);
 			found = i;
 			break;
 		}
@@ -143,210 +122,87 @@ static int kvmport_open(dev_t dev, int flags, int devtype, struct proc *p)
 {
 	struct kvmport_handle *h = kvmport_get(dev);
 
-	return kvmport_errno(h && h->kind == KVMPORT_SYSTEM ? 0 : -KVMP_ENXIO);
+	return kvmport_errno(h && h->state == KVMPORT_OPEN ? 0 : -KVMP_ENXIO);
 }
 
-/* one pending object the handle made, taken off the list; false if none */
-static bool kvmport_take_pending(int creator, struct kvmport_pending *out)
-{
-	bool found = false;
-	int i;
-
-	kvmp_os_mutex_lock(kvmport_lock);
-	for (i = 0; i < KVMPORT_MAX_PENDING && !found; i++) {
-		if (kvmport_pending[i].id && kvmport_pending[i].creator == creator) {
-			*out = kvmport_pending[i];
-			kvmport_pending[i].id = 0;
-			found = true;
-		}
-	}
-	kvmp_os_mutex_unlock(kvmport_lock);
-	return found;
-}
-
-/*
- * Each open has its own minor, so this is that handle's last close.  What
- * it made and nobody attached ends here (in any order: a VCPU holds a
- * reference to its VM).
- */
+/* each open has its own minor, so this is that handle's last close */
 static int kvmport_close(dev_t dev, int flags, int devtype, struct proc *p)
 {
 	struct kvmport_handle *h = kvmport_get(dev);
-	struct kvmport_pending o;
 
 	if (!h)
 		return kvmport_errno(-KVMP_ENXIO);
-	while (kvmport_take_pending(minor(dev), &o)) {
-		if (o.vcpu)
-			kvmp_vcpu_destroy(o.vcpu);
-		if (o.vm)
-			kvmp_vm_put(o.vm);
-	}
-	if (h->vcpu)
-		kvmp_vcpu_destroy(h->vcpu);
-	if (h->vm)
-		kvmp_vm_put(h->vm);
+	kvmp_kext_close(&h->h);
 	kvmp_os_mutex_lock(kvmport_lock);
-	h->vm = NULL;
-	h->vcpu = NULL;
-	h->kind = KVMPORT_CLOSED;
+	h->state = KVMPORT_CLOSED;
 	kvmp_os_mutex_unlock(kvmport_lock);
 	return 0;
 }
 
-/* park a new VM or VCPU under a fresh id; the id, or -KVMP_ENOSPC */
-static long kvmport_park(int creator, int pid, struct kvmp_vm *vm,
-			 struct kvmp_vcpu *vcpu)
+/* the core's objects are the port's: a kext keeps nothing beside them */
+static long kvmport_vm_create(void *ctx, unsigned long type, void **vm)
 {
-	long r = -KVMP_ENOSPC;
-	int i;
-
-	kvmp_os_mutex_lock(kvmport_lock);
-	for (i = 0; i < KVMPORT_MAX_PENDING; i++) {
-		struct kvmport_pending *o = &kvmport_pending[i];
-
-		if (o->id)
-			continue;
-		o->id = kvmport_next_id++;
-		o->creator = creator;
-		o->pid = pid;
-		o->kind = vcpu ? KVMPORT_VCPU : KVMPORT_VM;
-		o->vm = vm;
-		o->vcpu = vcpu;
-		r = (long)o->id;
-		break;
-	}
-	kvmp_os_mutex_unlock(kvmport_lock);
-	return r;
+	return kvmp_vm_create(type, (struct kvmp_vm **)vm);
 }
 
-static long kvmport_create_vm(int minor, int pid, unsigned long type)
+static long kvmport_vcpu_create(void *ctx, void *vm, unsigned long id,
+				void **vcpu)
 {
-	struct kvmp_vm *vm;
-	long r = kvmp_vm_create(type, &vm);
-
-	if (r)
-		return r;
-	r = kvmport_park(minor, pid, vm, NULL);
-	if (r < 0)
-		kvmp_vm_put(vm);
-	return r;
+	return kvmp_vcpu_create(vm, id, (struct kvmp_vcpu **)vcpu);
 }
 
-static long kvmport_create_vcpu(struct kvmport_handle *h, int minor,
-				unsigned long id)
+static long kvmport_vm_ioctl(void *ctx, void *vm, unsigned int cmd,
+			     unsigned long arg)
 {
-	struct kvmp_vcpu *vcpu;
-	long r = kvmp_vcpu_create(h->vm, id, &vcpu);
-
-	if (r)
-		return r;
-	r = kvmport_park(minor, h->pid, NULL, vcpu);
-	if (r < 0)
-		kvmp_vcpu_destroy(vcpu);
-	return r;
+	return kvmp_vm_ioctl(vm, cmd, arg);
 }
 
-/* KVMP_KEXT_ATTACH: a fresh handle takes a pending object of its process */
-static long kvmport_attach(struct kvmport_handle *h, int pid, u64 uarg)
+static long kvmport_vcpu_ioctl(void *ctx, void *vcpu, unsigned int cmd,
+			       unsigned long arg)
 {
-	struct kvmp_kext_attach a;
-	enum kvmport_kind kind;
-	long r = -KVMP_ENOENT;
-	int i;
-
-	if (kvmp_os_copy_from_user(&a, uarg, sizeof(a)))
-		return -KVMP_EFAULT;
-	if (a.flags || (a.kind != KVMP_KEXT_ATTACH_VM &&
-			a.kind != KVMP_KEXT_ATTACH_VCPU))
-		return -KVMP_EINVAL;
-	kind = a.kind == KVMP_KEXT_ATTACH_VM ? KVMPORT_VM : KVMPORT_VCPU;
-	kvmp_os_mutex_lock(kvmport_lock);
-	if (h->kind != KVMPORT_SYSTEM || h->used) {
-		r = -KVMP_EBUSY;
-		goto out;
-	}
-	for (i = 0; i < KVMPORT_MAX_PENDING; i++) {
-		struct kvmport_pending *o = &kvmport_pending[i];
-
-		if (!a.id || o->id != a.id || o->pid != pid || o->kind != kind)
-			continue;
-		h->kind = kind;
-		h->pid = pid;
-		h->vm = o->vm;
-		h->vcpu = o->vcpu;
-		o->id = 0;
-		r = 0;
-		break;
-	}
-out:
-	h->used = true;
-	kvmp_os_mutex_unlock(kvmport_lock);
-	return r;
+	/* the run area's mapping into the caller's task: not yet */
+	if (cmd == KVMP_MMAP_VCPU)
+		return -KVMP_ENOTTY;
+	return kvmp_vcpu_ioctl(vcpu, cmd, arg);
 }
 
-/* a call of the kext ABI: the core's entry for the handle's kind */
-static long kvmport_call(struct kvmport_handle *h, int minor, int pid,
-			 const struct kvmp_kext_call *c)
+static void kvmport_vm_put(void *vm)
 {
-	/* a VM's memory is its maker's: other processes get EIO, as on Linux */
-	if ((h->kind == KVMPORT_VM || h->kind == KVMPORT_VCPU) && h->pid != pid)
-		return -KVMP_EIO;
-	switch (h->kind) {
-	case KVMPORT_SYSTEM:
-		if (c->cmd == KVMP_KEXT_ATTACH)
-			return kvmport_attach(h, pid, c->arg);
-		h->used = true;
-		if (c->cmd == KVMP_CREATE_VM)
-			return kvmport_create_vm(minor, pid, c->arg);
-		return kvmp_system_ioctl(c->cmd, c->arg);
-	case KVMPORT_VM:
-		if (c->cmd == KVMP_CREATE_VCPU)
-			return kvmport_create_vcpu(h, minor, c->arg);
-		return kvmp_vm_ioctl(h->vm, c->cmd, c->arg);
-	case KVMPORT_VCPU:
-		/* the run area's mapping into the caller's task: not yet */
-		if (c->cmd == KVMP_MMAP_VCPU)
-			return -KVMP_ENOTTY;
-		return kvmp_vcpu_ioctl(h->vcpu, c->cmd, c->arg);
-	default:
-		return -KVMP_ENXIO;
-	}
+	kvmp_vm_put(vm);
 }
+
+static void kvmport_vcpu_put(void *vcpu)
+{
+	kvmp_vcpu_destroy(vcpu);	/* drops its reference to the VM */
+}
+
+static const struct kvmp_kext_port kvmport_kext_port = {
+	.vm_create = kvmport_vm_create,
+	.vcpu_create = kvmport_vcpu_create,
+	.vm_ioctl = kvmport_vm_ioctl,
+	.vcpu_ioctl = kvmport_vcpu_ioctl,
+	.vm_put = kvmport_vm_put,
+	.vcpu_put = kvmport_vcpu_put,
+};
 
 /*
  * Every command is BSD IOC_VOID: XNU copies nothing and hands over the
- * caller's argument, a pointer to its struct kvmp_kext_call.  Its command
- * must be the one the number encodes; the core reads and writes the call's
- * own argument through the OS contract's copy helpers, as on Linux.
+ * caller's argument, a pointer to its struct kvmp_kext_call, which the core
+ * reads and answers through the OS contract's copy helpers.  The process is
+ * its pid.
  */
 static int kvmport_ioctl(dev_t dev, u_long cmd, caddr_t data, int fflag,
 			 struct proc *p)
 {
 	struct kvmport_handle *h = kvmport_get(dev);
-	struct kvmp_kext_call c;
-	user_addr_t ucall;
-	long r;
 
 	if (!h)
 		return kvmport_errno(-KVMP_ENXIO);
 	if ((cmd & IOC_DIRMASK) != IOC_VOID)
 		return kvmport_errno(-KVMP_ENOTTY);
-	ucall = *(user_addr_t *)data;
-	if (kvmp_os_copy_from_user(&c, ucall, sizeof(c)))
-		return kvmport_errno(-KVMP_EFAULT);
-	if (KVMP_KEXT_IOC(c.cmd) != cmd)
-		return kvmport_errno(-KVMP_ENOTTY);
-	if (c.flags)
-		return kvmport_errno(-KVMP_EINVAL);
-	r = kvmport_call(h, minor(dev), proc_pid(p), &c);
-	if (r < 0)
-		return kvmport_errno(r);
-	c.result = (u64)r;
-	if (kvmp_os_copy_to_user(ucall + offsetof(struct kvmp_kext_call, result),
-				 &c.result, sizeof(c.result)))
-		return kvmport_errno(-KVMP_EFAULT);
-	return 0;
+	return kvmport_errno(kvmp_kext_ioctl(&h->h, NULL, (u64)proc_pid(p),
+					     (unsigned int)cmd,
+					     *(user_addr_t *)data));
 }
 
 static struct cdevsw kvmport_cdevsw = {
@@ -385,10 +241,13 @@ static kern_return_t kvmport_start(kmod_info_t *ki, void *data)
 	r = kvmp_core_init();
 	if (r)
 		goto fail_lock;
+	r = kvmp_kext_init(&kvmport_kext_port);
+	if (r)
+		goto fail_core;
 	kvmport_major = cdevsw_add(-1, &kvmport_cdevsw);
 	if (kvmport_major < 0) {
 		IOLog("kvmport: no free character device major\n");
-		goto fail_core;
+		goto fail_kext;
 	}
 	kvmport_node = devfs_make_node_clone(makedev(kvmport_major, 0), DEVFS_CHAR,
 					     KVMPORT_UID, KVMPORT_GID, KVMPORT_MODE,
@@ -403,6 +262,8 @@ static kern_return_t kvmport_start(kmod_info_t *ki, void *data)
 
 fail_cdev:
 	cdevsw_remove(kvmport_major, &kvmport_cdevsw);
+fail_kext:
+	kvmp_kext_exit();
 fail_core:
 	kvmp_core_exit();
 fail_lock:
@@ -421,10 +282,11 @@ static kern_return_t kvmport_stop(kmod_info_t *ki, void *data)
 	int i;
 
 	for (i = 1; i < KVMPORT_MAX_HANDLES; i++)
-		if (kvmport_handles[i].kind != KVMPORT_FREE)
+		if (kvmport_handles[i].state != KVMPORT_FREE)
 			return KERN_FAILURE;
 	devfs_remove(kvmport_node);
 	cdevsw_remove(kvmport_major, &kvmport_cdevsw);
+	kvmp_kext_exit();
 	kvmp_core_exit();
 	kvmp_os_mutex_destroy(kvmport_lock);
 	kvmp_os_report_leaks();

@@ -26,7 +26,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 INCLUDE_DIR = ROOT / "include"
-HEADERS = ("kvmport/kvmport.h", "kvmport/kvmport_ext.h")
+HEADERS = ("kvmport/kvmport.h", "kvmport/kvmport_ext.h", "kvmport/kvmport_kext.h")
 _BUILD_DIRS = (
     Path(__file__).resolve().parent / "_abi_build",
     Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "kvmport" / "abi",
@@ -40,6 +40,7 @@ typedef unsigned long long kvmp_u64;
 int kvmp_ioctl_ptr(int fd, unsigned long request, void *arg);
 int kvmp_ioctl_int(int fd, unsigned long request, unsigned long arg);
 int kvmp_install_kick_handler(int sig);
+unsigned int kvmp_kext_ioc(unsigned int cmd);
 int munmap(void *addr, size_t length);
 """
 
@@ -50,12 +51,18 @@ _SOURCE = """
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
-#include "kvmport/kvmport_ext.h"
+#include "kvmport/kvmport_kext.h"
 
 static int kvmp_ioctl_ptr(int fd, unsigned long request, void *arg)
 {
     int r = ioctl(fd, request, arg);
     return r < 0 ? -errno : r;
+}
+
+/* the kext ABI's number of a command (a function-like macro: cffi cannot bind it) */
+static unsigned int kvmp_kext_ioc(unsigned int cmd)
+{
+    return KVMP_KEXT_IOC(cmd);
 }
 
 static int kvmp_ioctl_int(int fd, unsigned long request, unsigned long arg)

@@ -11,6 +11,7 @@ from pathlib import Path
 from . import exits
 from .backend import device_backend
 from .errors import PyhostError
+from .ioctl import ABIS
 from .kvm import Cap, Kvm
 from .raw import DEFAULT_MEMORY, load_raw
 from .status import EXIT_ERROR, EXIT_GUEST_FAULT, EXIT_INTERRUPTED, EXIT_OK
@@ -36,8 +37,9 @@ def parse_address(text: str) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    with Kvm(args.device) as kvm:
+    with Kvm(args.device, args.abi) as kvm:
         print(f"device        {kvm.path}")
+        print(f"abi           {kvm.abi}")
         print(f"backend       {device_backend(kvm.path).describe()}")
         print(f"api version   {kvm.api_version}")
         print(f"vcpu mmap     {kvm.vcpu_mmap_size} bytes")
@@ -73,7 +75,7 @@ def cmd_run_raw(args: argparse.Namespace) -> int:
         image = path.read_bytes()
     except OSError as e:
         raise PyhostError(f"cannot read {path}: {e.strerror}") from None
-    with Kvm(args.device) as kvm, load_raw(kvm, image, args.mode, entry=args.entry,
+    with Kvm(args.device, args.abi) as kvm, load_raw(kvm, image, args.mode, entry=args.entry,
                                            memory=args.mem) as guest:
         vcpu = guest.vcpu
         print(f"pyhost: {path.name}: {len(image)} bytes at {args.entry:#x}, {args.mode} mode, "
@@ -126,7 +128,7 @@ def cmd_boot(args: argparse.Namespace) -> int:
                      Path(args.initrd) if args.initrd else None, args.append, args.label)
     layout_linux(spec.kernel, spec.initrd, spec.cmdline, args.mem)  # its errors: no device yet
     console = Console(lambda _: None, lambda: None)
-    with Kvm(args.device) as kvm:
+    with Kvm(args.device, args.abi) as kvm:
         tsc_khz, tsc_line = None, ""
         if args.tsc_khz and "tsc_early_khz=" not in spec.cmdline:
             tsc = measure_device_tsc_khz(kvm)
@@ -156,9 +158,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m pyhost",
         description="pyhost: a Python VMM for KVM-compatible devices (Linux KVM, kvmport).",
-        epilog="Device: --device, else $PYHOST_DEVICE, else /dev/kvmport, then /dev/kvm.",
+        epilog="Device: --device, else $PYHOST_DEVICE, else /dev/kvmport, then /dev/kvm "
+               "(with --abi kext on Linux: /dev/kvmport-kext). ABI: --abi, else $PYHOST_ABI, "
+               "else kext on macOS and for a node named kvmport-kext, linux otherwise.",
     )
     p.add_argument("--device", metavar="PATH", help="KVM device to open")
+    p.add_argument("--abi", choices=ABIS, default=None,
+                   help="how to talk to the device: linux (Linux's KVM ioctls) or kext "
+                        "(kvmport's macOS ABI: call envelopes and attached handles)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     info = sub.add_parser("info", help="show the device, its API version and capabilities")
@@ -204,6 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     boot.add_argument("--label", help="boot this entry of the boot config, not the default")
     boot.add_argument("--device", metavar="PATH", default=argparse.SUPPRESS,
                       help="KVM device to open")
+    boot.add_argument("--abi", choices=ABIS, default=argparse.SUPPRESS,
+                      help="linux or kext (as before the command)")
     boot.add_argument("--no-tsc-khz", dest="tsc_khz", action="store_false",
                       help="do not measure the guest's TSC rate and pass it as tsc_early_khz= "
                            "(then the guest calibrates against the PIT, and in a slow VMM fails "

@@ -8,11 +8,12 @@ from __future__ import annotations
 import enum
 import errno
 import os
+import sys
 
 from .abi import constants, ffi
 from .cpuid import CpuidEntry, cpuid_entries, new_cpuid2
 from .errors import KvmError, NoDeviceError, PyhostError
-from .ioctl import kvm_ioctl
+from .ioctl import ABI_ENV, KEXT_NODE, close_fd, device_abi, kvm_ioctl, open_device
 from .vm import Vm
 
 DEVICE_ENV = "PYHOST_DEVICE"
@@ -23,21 +24,25 @@ Cap = enum.IntEnum("Cap", {k[4:]: v for k, v in constants("CAP_").items()})  # t
 Cap.__doc__ = "KVM_CHECK_EXTENSION capabilities, named as in include/kvmport."
 
 
-def device_candidates(path: str | None = None) -> list[str]:
-    """Where to look for the device: an explicit path, else $PYHOST_DEVICE, else the defaults."""
+def device_candidates(path: str | None = None, abi: str | None = None) -> list[str]:
+    """Where to look for the device: an explicit path, else $PYHOST_DEVICE, else the defaults
+    (for the kext ABI on Linux, the module's node for it)."""
     if path:
         return [path]
     env = os.environ.get(DEVICE_ENV)
     if env:
         return [env]
+    if (abi or os.environ.get(ABI_ENV)) == "kext" and sys.platform != "darwin":
+        return [KEXT_NODE]
     return list(DEFAULT_DEVICES)
 
 
-def _open_device(paths: list[str]) -> tuple[int, str]:
+def _open_device(paths: list[str], abi: str | None) -> tuple[int, str, str]:
     tried: list[tuple[str, str]] = []
     for p in paths:
+        how = device_abi(p, abi)
         try:
-            return os.open(p, os.O_RDWR | os.O_CLOEXEC), p
+            return open_device(p, how), p, how
         except OSError as e:
             tried.append((p, e.strerror or str(e)))
     raise NoDeviceError(tried)
@@ -46,8 +51,10 @@ def _open_device(paths: list[str]) -> tuple[int, str]:
 class Kvm:
     """An open KVM-compatible device (Linux's /dev/kvm or kvmport's /dev/kvmport)."""
 
-    def __init__(self, path: str | None = None) -> None:
-        self.fd, self.path = _open_device(device_candidates(path))
+    def __init__(self, path: str | None = None, abi: str | None = None) -> None:
+        """Open `path` (default: see device_candidates) speaking `abi` ("linux" or "kext";
+        default: see pyhost.ioctl.device_abi)."""
+        self.fd, self.path, self.abi = _open_device(device_candidates(path, abi), abi)
         try:
             version = self.get_api_version()
             if version != API_VERSION:
@@ -55,7 +62,7 @@ class Kvm:
                     f"{self.path} speaks KVM API version {version}; pyhost needs {API_VERSION}"
                 )
         except BaseException:
-            os.close(self.fd)
+            close_fd(self.fd)
             raise
         self._vcpu_mmap_size: int | None = None
 
@@ -65,7 +72,7 @@ class Kvm:
 
     def close(self) -> None:
         if self.fd >= 0:
-            os.close(self.fd)
+            close_fd(self.fd)
             self.fd = -1
 
     def __enter__(self) -> Kvm:
@@ -137,4 +144,4 @@ class Kvm:
         return Vm(kvm_ioctl(self.fd, "CREATE_VM", machine_type), run_size)
 
     def __repr__(self) -> str:
-        return f"Kvm({self.path!r})"
+        return f"Kvm({self.path!r}, abi={self.abi!r})"

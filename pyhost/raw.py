@@ -38,7 +38,7 @@ class RawGuest:
 
 def load_raw(kvm: Kvm, image: bytes, mode: Mode, *, entry: int = LOAD_ADDRESS,
              memory: int = DEFAULT_MEMORY, vcpus: int = 1,
-             run_area: Literal["mmap", "ioctl"] = "mmap",
+             run_area: Literal["mmap", "ioctl"] | None = None,
              cpuid: list[CpuidEntry] | None = None) -> RawGuest:
     """Create a VM running `image` from `entry` in `mode` on each of `vcpus` VCPUs.
 

@@ -12,7 +12,7 @@ from . import exits
 from .abi import constants, ffi, lib
 from .cpuid import CpuidEntry, new_cpuid2
 from .errors import KvmError, PyhostError
-from .ioctl import kvm_ioctl
+from .ioctl import close_fd, kvm_ioctl
 
 EXIT = constants("EXIT_")
 # The signal that kicks a VCPU out of KVM_RUN; its handler (in C) does nothing.
@@ -55,7 +55,7 @@ class Vcpu:
             else:
                 raise PyhostError(f"run_area must be 'mmap' or 'ioctl', not {run_area!r}")
         except BaseException:
-            os.close(fd)
+            close_fd(fd)
             raise
         self._base = base
         self.kvm_run: Any = ffi.cast("struct kvmp_run *", base)
@@ -269,5 +269,5 @@ class Vcpu:
             self._map.close()
         if self._ioctl_map is not None:
             lib.munmap(*self._ioctl_map)
-        os.close(self.fd)
+        close_fd(self.fd)
         self.fd = -1

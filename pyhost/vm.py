@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import mmap
-import os
 from typing import Literal
 
 from .abi import ffi
 from .errors import GuestMemoryError, PyhostError
-from .ioctl import kvm_ioctl
+from .ioctl import close_fd, kvm_ioctl, speaks_kext
 from .vcpu import Vcpu
 
 PAGE_SIZE = 4096
@@ -112,10 +111,13 @@ class Vm:
         return [i * 64 + b for i in range(words) for b in range(64) if bitmap[i] >> b & 1]
 
     def create_vcpu(self, vcpu_id: int | None = None,
-                    run_area: Literal["mmap", "ioctl"] = "mmap") -> Vcpu:
-        """KVM_CREATE_VCPU; run_area picks mmap of the fd or kvmport's KVM_MMAP_VCPU."""
+                    run_area: Literal["mmap", "ioctl"] | None = None) -> Vcpu:
+        """KVM_CREATE_VCPU; run_area picks mmap of the fd or kvmport's KVM_MMAP_VCPU (the
+        default for the kext ABI, whose macOS node cannot be mapped; mmap otherwise)."""
         if vcpu_id is None:
             vcpu_id = len(self.vcpus)
+        if run_area is None:
+            run_area = "ioctl" if speaks_kext(self.fd) else "mmap"
         vcpu = Vcpu(kvm_ioctl(self.fd, "CREATE_VCPU", vcpu_id), vcpu_id, self.vcpu_mmap_size,
                     run_area)
         self.vcpus.append(vcpu)
@@ -177,7 +179,7 @@ class Vm:
             vcpu.close()
         self.vcpus.clear()
         if self.fd >= 0:
-            os.close(self.fd)
+            close_fd(self.fd)
             self.fd = -1
         # the kernel drops its references with the VM; only now may the pages go
         for mem in self.memory.values():

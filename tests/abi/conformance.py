@@ -22,7 +22,11 @@ CONSTANT_NAMES = {
     "KVMP_SYNC_REGS_SIZE_BYTES": "SYNC_REGS_SIZE_BYTES",
 }
 # declared only so pyhost's cffi sees them, or pure extensions: nothing in Linux
-EXT_HEADER = "kvmport/kvmport_ext.h"
+EXT_HEADERS = ("kvmport/kvmport_ext.h", "kvmport/kvmport_kext.h")
+
+
+def _ext_text() -> str:
+    return "".join((INCLUDE_DIR / h).read_text() for h in EXT_HEADERS)
 
 
 def linux_constant(name: str) -> str:
@@ -40,7 +44,7 @@ def _members(ctype: Any, path: str) -> Iterator[tuple[str, bool]]:
 
 
 def ext_structs() -> set[str]:
-    text = (INCLUDE_DIR / EXT_HEADER).read_text()
+    text = _ext_text()
     return {name for name in ffi.list_types()[1] if f"struct {name} {{" in text}
 
 
@@ -55,7 +59,7 @@ def assertions() -> list[str]:
         for member, flexible in _members(ffi.typeof(ours), ""):
             check = "CHECK_FLEX" if flexible else "CHECK_MEMBER"
             out.append(f"{check}({ours}, {theirs}, {member});")
-    ext_text = (INCLUDE_DIR / EXT_HEADER).read_text()
+    ext_text = _ext_text()
     for name in macro_names():
         if f"#define {name}" in ext_text:
             continue

@@ -16,7 +16,8 @@ from pyhost.abi import INCLUDE_DIR
 CORE = INCLUDE_DIR.parent / "core"
 # the pure-logic sources and the headers that declare what tests call
 SOURCES = ["kvmp_check.c", "kvmp_decode.c", "kvmp_main.c", "kvmp_mem.c", "kvmp_x86.c", "kvmp_fpu.c",
-           "kvmp_state.c", "kvmp_tdp.c", "user/kvmp_os_user.c", "user/kvmp_user_backend.c"]
+           "kvmp_state.c", "kvmp_tdp.c", "kvmp_kext.c", "user/kvmp_os_user.c",
+           "user/kvmp_user_backend.c"]
 HEADERS = ["kvmp_decode.h", "kvmp_port.h", "kvmp_core.h", "user/kvmp_user.h"]
 
 

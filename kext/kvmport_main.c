@@ -305,9 +305,9 @@ static long kvmport_call(struct kvmport_handle *h, int minor, int pid,
 			return kvmport_create_vcpu(h, minor, c->arg);
 		return kvmp_vm_ioctl(h->vm, c->cmd, c->arg);
 	case KVMPORT_VCPU:
-		/* the run area's mapping into the caller's task: not yet */
+		/* the run area into the caller's task (kvmp_os_iokit.cpp) */
 		if (c->cmd == KVMP_MMAP_VCPU)
-			return -KVMP_ENOTTY;
+			return kvmp_darwin_mmap_vcpu(h->vcpu, c->arg);
 		return kvmp_vcpu_ioctl(h->vcpu, c->cmd, c->arg);
 	default:
 		return -KVMP_ENXIO;

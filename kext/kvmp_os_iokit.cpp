@@ -225,7 +225,7 @@ static int kvmp_contig_mark_mapped(unsigned long long pa)
 			return 0;
 		}
 	}
-	IOLog("kvmport: run page 0x%llx is no page block of ours\n", pa);
+	IOLog("kvmport: a run page is in no page block of ours\n");
 	return -KVMP_EINVAL;
 }
 

@@ -42,6 +42,15 @@ void kvmp_os_iokit_unwire(void *md);
 void *kvmp_os_iokit_alloc_contig(unsigned long size, unsigned long long *pa);
 void kvmp_os_iokit_free_contig(void *va);
 
+/*
+ * KVMP_MMAP_VCPU on a VCPU handle: 0 or a negative KVMP_ errno.  The
+ * mapping lasts until the VCPU is destroyed: freeing its run pages
+ * (kvmp_os_free_pages, from kvmp_vcpu_destroy) unmaps it, so there is no
+ * hook to call.
+ */
+struct kvmp_vcpu;
+long kvmp_darwin_mmap_vcpu(struct kvmp_vcpu *vcpu, unsigned long long uarg);
+
 #ifdef __cplusplus
 }
 #endif

@@ -160,9 +160,9 @@ static long kvmport_vm_ioctl(void *ctx, void *vm, unsigned int cmd,
 static long kvmport_vcpu_ioctl(void *ctx, void *vcpu, unsigned int cmd,
 			       unsigned long arg)
 {
-	/* the run area's mapping into the caller's task: not yet */
+	/* the run area mapped into the caller's task (kvmp_os_iokit.cpp) */
 	if (cmd == KVMP_MMAP_VCPU)
-		return -KVMP_ENOTTY;
+		return kvmp_darwin_mmap_vcpu(vcpu, arg);
 	return kvmp_vcpu_ioctl(vcpu, cmd, arg);
 }
 

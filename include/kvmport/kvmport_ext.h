@@ -25,9 +25,16 @@
 /*
  * KVMP_MMAP_VCPU, on a VCPU fd: maps the VCPU's run area into the caller and
  * returns where, for hosts whose kernel cannot mmap a device (XNU).  The
- * mapping is the same shared page that mmap(vcpu_fd, 0) gives; it stays
- * valid until the caller unmaps it (munmap(addr, size)), closing the VCPU fd
- * does not tear it down.
+ * mapping is the same shared page that mmap(vcpu_fd, 0) gives.  flags other
+ * than 0: EINVAL; a bad argument pointer: EFAULT.
+ *
+ * Its lifetime depends on the host.  Linux: it holds the pages and stays
+ * valid until the caller unmaps it (munmap(addr, size)); closing the VCPU fd
+ * does not tear it down.  XNU (kext/): it holds nothing, so the driver
+ * removes it when the VCPU is destroyed (its handle's last close) and it
+ * must not be touched after that; the caller must not munmap it either,
+ * since the driver then deallocates that range again, whatever is mapped
+ * there by then (docs/kext.md).
  */
 struct kvmp_mmap_vcpu {
 	kvmp_u64 addr;	/* out: user address of the run area */

@@ -60,6 +60,27 @@ def test_imports_are_public_kpis_named_in_info_plist(
     assert "_mp_rendezvous" in used["com.apple.kpi.unsupported"]
 
 
+
+def test_mmap_vcpu_is_served_through_public_iokit(
+    bundle: Path, inputs: darwin_build.Inputs
+) -> None:
+    """KVMP_MMAP_VCPU: kvmport_main.c hands it to kvmp_os_iokit.cpp (C linkage), which maps
+    the run pages with IOKit's physical-range descriptor and createMappingInTask."""
+    main = darwin_build.OUT / "obj" / "kext_kvmport_main.o"
+    iokit_o = darwin_build.OUT / "obj" / "kext_kvmp_os_iokit.o"
+    assert "_kvmp_darwin_mmap_vcpu" in darwin_build.undefined_symbols(main)
+    assert "_kvmp_darwin_mmap_vcpu" in darwin_build.defined_symbols(iokit_o)
+    imports = darwin_build.undefined_symbols(iokit_o)
+    # the core's functions it calls keep C linkage (no C++-mangled name of ours)
+    assert {"_kvmp_vcpu_run_page_pa", "_kvmp_os_copy_from_user",
+            "_kvmp_os_copy_to_user"} <= imports
+    assert not [s for s in imports if s.startswith("__Z") and "kvmp" in s]
+    used = darwin_build.check_imports(_binary(bundle), darwin_build.INFO_PLIST, inputs.exports)
+    iokit = set(used["com.apple.kpi.iokit"])
+    # withAddressRanges (IOAddressRange is IOVirtualRange on LP64), task NULL: physical
+    assert "__ZN18IOMemoryDescriptor17withAddressRangesEP14IOVirtualRangejjP4task" in iokit
+    assert "__ZN18IOMemoryDescriptor19createMappingInTaskEP4taskyjyy" in iokit
+
 def _object(tmp_path: Path, inputs: darwin_build.Inputs, code: str) -> Path:
     src = tmp_path / "probe.c"
     src.write_text(code)

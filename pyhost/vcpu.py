@@ -5,6 +5,7 @@ from __future__ import annotations
 import mmap
 import os
 import signal
+import sys
 import threading
 from typing import Any, Literal
 
@@ -267,7 +268,9 @@ class Vcpu:
         if self._map is not None:
             ffi.release(self._cbuf)
             self._map.close()
-        if self._ioctl_map is not None:
+        # KVMP_MMAP_VCPU's mapping: ours to unmap on Linux; on macOS the kext removes it
+        # with the VCPU and an munmap would hit whatever is mapped there then (kvmport_ext.h)
+        if self._ioctl_map is not None and sys.platform != "darwin":
             lib.munmap(*self._ioctl_map)
         close_fd(self.fd)
         self.fd = -1

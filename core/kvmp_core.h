@@ -162,6 +162,7 @@ struct kvmp_msr_state {
 	u64 misc_features;
 	u64 platform_info;
 	u64 kvm_system_time;		/* the old KVM clock MSR, stored only */
+	u64 tsc_adjust;			/* IA32_TSC_ADJUST, kept in software */
 };
 
 /*
@@ -311,6 +312,8 @@ struct kvmp_cpuid_entry2 *kvmp_find_cpuid(struct kvmp_vcpu *vcpu, u32 leaf,
 int kvmp_get_supported_cpuid(u64 uarg);
 void kvmp_build_supported_cpuid(void);
 void kvmp_check_init(void);	/* kvmp_check.c: the host's fixed CR4 limits */
+void kvmp_cpuid_runtime(struct kvmp_vcpu *vcpu, u64 guest_cr4,
+			struct kvmp_cpuid_entry2 *e);
 void kvmp_emulate_cpuid(struct kvmp_vcpu *vcpu, u64 guest_cr4, u32 *eax,
 			u32 *ebx, u32 *ecx, u32 *edx);
 /* XSAVE state components: x87, SSE, AVX (the upper halves of YMM0-15) */

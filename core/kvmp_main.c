@@ -368,7 +368,7 @@ int kvmp_vcpu_create(struct kvmp_vm *vm, u32 id,
 		vm->tsc_base = kvmp_rdtsc();
 		vm->tsc_started = true;
 	}
-	kvmp_backend->set_msr(vcpu, MSR_IA32_TSC, kvmp_rdtsc() - vm->tsc_base);
+	kvmp_backend->set_tsc_offset(vcpu, -vm->tsc_base);
 	kvmp_os_mutex_unlock(vm->lock);
 	kvmp_vm_get(vm);
 	*vcpup = vcpu;
@@ -508,21 +508,37 @@ static long kvmp_vcpu_set_cpuid2(struct kvmp_vcpu *vcpu, u64 uarg)
 
 static long kvmp_vcpu_get_cpuid2(struct kvmp_vcpu *vcpu, u64 uarg)
 {
+	struct kvmp_cpuid_entry2 *e;
+	struct kvmp_sregs sregs;
 	struct kvmp_cpuid2 hdr;
-	u32 asked;
+	u32 asked, i;
+	long r;
 
 	if (kvmp_os_copy_from_user(&hdr, uarg, sizeof(hdr)))
 		return -KVMP_EFAULT;
 	asked = hdr.nent;
+	/*
+	 * E2BIG leaves nent alone (Linux); a success writes the count, as Linux
+	 * does since 6.x (6.1 left it as given: a VMM then knows what it set).
+	 */
+	if (asked < vcpu->cpuid_nent)
+		return -KVMP_E2BIG;
 	hdr.nent = vcpu->cpuid_nent;
 	if (kvmp_os_copy_to_user(uarg, &hdr, sizeof(hdr)))
 		return -KVMP_EFAULT;
-	if (asked < vcpu->cpuid_nent)
-		return -KVMP_E2BIG;
-	if (kvmp_os_copy_to_user(uarg + sizeof(hdr), vcpu->cpuid,
-				 vcpu->cpuid_nent * sizeof(*vcpu->cpuid)))
-		return -KVMP_EFAULT;
-	return 0;
+	/* as the guest's CPUID answers it now (kvmp_cpuid_runtime) */
+	e = kvmp_os_zalloc(vcpu->cpuid_nent * sizeof(*e) + 1);
+	if (!e)
+		return -KVMP_ENOMEM;
+	kvmp_backend->get_sregs(vcpu, &sregs);
+	for (i = 0; i < vcpu->cpuid_nent; i++) {
+		e[i] = vcpu->cpuid[i];
+		kvmp_cpuid_runtime(vcpu, sregs.cr4, &e[i]);
+	}
+	r = kvmp_os_copy_to_user(uarg + sizeof(hdr), e,
+				 vcpu->cpuid_nent * sizeof(*e)) ? -KVMP_EFAULT : 0;
+	kvmp_os_free(e);
+	return r;
 }
 
 /* what KVM_SET_SREGS sets outside the backend: APIC base, CR8, a queued interrupt */

@@ -98,6 +98,13 @@ struct kvmp_vm {
 	 */
 	int created_vcpus;
 	u64 vcpu_ids[(KVMP_MAX_VCPU_ID + 64) / 64];
+	u32 max_vcpu_ids;		/* KVM_CAP_MAX_VCPU_ID's; 0: not fixed yet */
+	/*
+	 * KVM_SET/GET_NR_MMU_PAGES: a limit Linux's shadow MMU keeps.  kvmport's
+	 * nested tables have none; the numbers answer as Linux's (vm->lock).
+	 */
+	u64 nr_mmu_pages_requested;
+	u64 nr_mmu_pages;
 	/* bumped when mappings go away: VCPUs flush their TLB before re-entry */
 	u32 tlb_generation;
 	u64 kvm_wall_clock;		/* the old KVM wall-clock MSR, per VM */
@@ -202,6 +209,7 @@ struct kvmp_vcpu {
 	u64 xcr0;			/* the guest's XCR0 (XSETBV) */
 	int pending_irq;		/* KVM_INTERRUPT vector, or -1 */
 	bool pending_nmi;
+	bool entered;		/* KVM_RUN has entered the guest once */
 	/* an injected NMI (KVM_SET_VCPU_EVENTS) waiting behind an exception */
 	bool nmi_injected;
 	/*

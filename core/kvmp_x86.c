@@ -1489,6 +1489,7 @@ int kvmp_vcpu_run(struct kvmp_vcpu *vcpu)
 		}
 		kvmp_os_cond_resched();
 		kvmp_inject_pending(vcpu);
+		vcpu->entered = true;
 		r = kvmp_backend->run(vcpu);
 		if (r <= 0)
 			break;

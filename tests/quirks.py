@@ -21,6 +21,8 @@ HOST_PVM = Path("/sys/module/kvm_pvm").exists()
 # kvm_pvm also ignores the VMM's KVM_SET_MSRS of IA32_TSC (it returns 1, the TSC reads on
 # as before: tests/guests/test_tsc.py, 2026-12-01).
 HOST_PVM_IGNORES_TSC_WRITE = HOST_PVM
+# ... and has no KVM_SET/GET_NR_MMU_PAGES (ENOTTY: tests/guests/test_vm_caps.py, 2026-12-01).
+HOST_PVM_NO_NR_MMU_PAGES = HOST_PVM
 
 # QEMU's emulated SVM checks the XSETBV intercept only since 8.2 (commit "target/i386:
 # check intercept for XSETBV", Oct 2023).  Before that a nested guest's XSETBV writes

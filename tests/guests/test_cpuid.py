@@ -5,6 +5,7 @@ what CPUID answers."""
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 
 import pytest
@@ -57,3 +58,25 @@ def test_get_cpuid2_is_what_the_guest_sees(kvm, raw_guest):
     assert not by_leaf[1, 0].ecx & OSXSAVE  # CR4.OSXSAVE is clear at reset
     if (0xD, 0) in by_leaf:
         assert by_leaf[0xD, 0].ebx == XSAVE_LEGACY_AND_HEADER
+
+
+def test_after_a_run_set_cpuid2_takes_only_the_same_table(kvm, raw_guest):
+    """Linux's kvm_cpuid_check_equal (as cpuid_test's set_cpuid_after_run): the same table
+    again is taken, a changed one is EINVAL; the fields that follow the guest's state are
+    compared as the guest sees them."""
+    g = raw_guest("cpuid_real")
+    supported = kvm.get_supported_cpuid()
+    guest_cpuid(g, g.vcpu.get_regs().rip, 0, 0)  # the guest ran
+    table = g.vcpu.get_cpuid2(len(supported))
+    g.vcpu.set_cpuid2(table)
+    i = next(i for i, e in enumerate(table) if e.function == 1)
+    flipped = dataclasses.replace(table[i], ecx=table[i].ecx ^ OSXSAVE)  # follows CR4
+    g.vcpu.set_cpuid2([*table[:i], flipped, *table[i + 1:]])
+    j = next(i for i, e in enumerate(table) if e.function == 7)
+    changed = dataclasses.replace(table[j], ebx=table[j].ebx - 1)
+    with pytest.raises(KvmError) as e:
+        g.vcpu.set_cpuid2([*table[:j], changed, *table[j + 1:]])
+    assert e.value.errno == errno.EINVAL
+    with pytest.raises(KvmError) as e:
+        g.vcpu.set_cpuid2(table[:-1])
+    assert e.value.errno == errno.EINVAL

@@ -41,6 +41,9 @@ struct kvmp_backend {
 	/* MSRs the backend keeps (EFER, SYSCALL and SYSENTER state, ...) */
 	int (*get_msr)(struct kvmp_vcpu *vcpu, u32 index, u64 *data);
 	int (*set_msr)(struct kvmp_vcpu *vcpu, u32 index, u64 data);
+	/* guest TSC = host TSC + offset; the TSC MSRs' policy is the core's */
+	u64 (*get_tsc_offset)(struct kvmp_vcpu *vcpu);
+	void (*set_tsc_offset)(struct kvmp_vcpu *vcpu, u64 offset);
 	/* events: the policy (what goes in when) is kvmp_inject_pending's */
 	bool (*interrupt_allowed)(struct kvmp_vcpu *vcpu);	/* right now */
 	bool (*nmi_allowed)(struct kvmp_vcpu *vcpu);

@@ -98,6 +98,13 @@ struct kvmp_vm {
 	 */
 	int created_vcpus;
 	u64 vcpu_ids[(KVMP_MAX_VCPU_ID + 64) / 64];
+	u32 max_vcpu_ids;		/* KVM_CAP_MAX_VCPU_ID's; 0: not fixed yet */
+	/*
+	 * KVM_SET/GET_NR_MMU_PAGES: a limit Linux's shadow MMU keeps.  kvmport's
+	 * nested tables have none; the numbers answer as Linux's (vm->lock).
+	 */
+	u64 nr_mmu_pages_requested;
+	u64 nr_mmu_pages;
 	/* bumped when mappings go away: VCPUs flush their TLB before re-entry */
 	u32 tlb_generation;
 	u64 kvm_wall_clock;		/* the old KVM wall-clock MSR, per VM */
@@ -162,6 +169,7 @@ struct kvmp_msr_state {
 	u64 misc_features;
 	u64 platform_info;
 	u64 kvm_system_time;		/* the old KVM clock MSR, stored only */
+	u64 tsc_adjust;			/* IA32_TSC_ADJUST, kept in software */
 };
 
 /*
@@ -201,6 +209,7 @@ struct kvmp_vcpu {
 	u64 xcr0;			/* the guest's XCR0 (XSETBV) */
 	int pending_irq;		/* KVM_INTERRUPT vector, or -1 */
 	bool pending_nmi;
+	bool entered;		/* KVM_RUN has entered the guest once */
 	/* an injected NMI (KVM_SET_VCPU_EVENTS) waiting behind an exception */
 	bool nmi_injected;
 	/*
@@ -311,6 +320,8 @@ struct kvmp_cpuid_entry2 *kvmp_find_cpuid(struct kvmp_vcpu *vcpu, u32 leaf,
 int kvmp_get_supported_cpuid(u64 uarg);
 void kvmp_build_supported_cpuid(void);
 void kvmp_check_init(void);	/* kvmp_check.c: the host's fixed CR4 limits */
+void kvmp_cpuid_runtime(struct kvmp_vcpu *vcpu, u64 guest_cr4,
+			struct kvmp_cpuid_entry2 *e);
 void kvmp_emulate_cpuid(struct kvmp_vcpu *vcpu, u64 guest_cr4, u32 *eax,
 			u32 *ebx, u32 *ecx, u32 *edx);
 /* XSAVE state components: x87, SSE, AVX (the upper halves of YMM0-15) */

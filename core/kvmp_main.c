@@ -126,6 +126,7 @@ int kvmp_check_extension(unsigned long cap)
 	case KVMP_CAP_USER_NMI:
 	case KVMP_CAP_JOIN_MEMORY_REGIONS_WORKS:
 	case KVMP_CAP_IMMEDIATE_EXIT:
+	case KVMP_CAP_ENABLE_CAP_VM:
 	case KVMP_CAP_MMAP_VCPU:
 	case KVMP_CAP_READONLY_MEM:
 	case KVMP_CAP_COALESCED_PIO:
@@ -266,6 +267,47 @@ void kvmp_vm_put(struct kvmp_vm *vm)
 	kvmp_hardware_put();
 }
 
+/*
+ * KVM_ENABLE_CAP on the VM: KVM_CAP_MAX_VCPU_ID, as Linux's x86 answers it (a
+ * limit up to the one KVM_CHECK_EXTENSION gives, set once; the first VCPU
+ * fixes it at that).  Linux's answer for a capability it does not enable, and
+ * kvmport's for every other (none of them is offered): EINVAL.
+ */
+static long kvmp_vm_enable_cap(struct kvmp_vm *vm, u64 uarg)
+{
+	struct kvmp_enable_cap cap;
+	long r = -KVMP_EINVAL;
+
+	if (kvmp_os_copy_from_user(&cap, uarg, sizeof(cap)))
+		return -KVMP_EFAULT;
+	if (cap.flags || cap.cap != KVMP_CAP_MAX_VCPU_ID ||
+	    cap.args[0] > KVMP_MAX_VCPU_ID + 1)
+		return -KVMP_EINVAL;
+	kvmp_os_mutex_lock(vm->lock);
+	if (vm->max_vcpu_ids == cap.args[0]) {
+		r = 0;
+	} else if (!vm->max_vcpu_ids) {
+		vm->max_vcpu_ids = cap.args[0];
+		r = 0;
+	}
+	kvmp_os_mutex_unlock(vm->lock);
+	return r;
+}
+
+/* Linux's floor for KVM_SET_NR_MMU_PAGES (KVM_MIN_ALLOC_MMU_PAGES) */
+#define KVMP_MIN_MMU_PAGES	64
+
+static long kvmp_set_nr_mmu_pages(struct kvmp_vm *vm, unsigned long n)
+{
+	if (n < KVMP_MIN_MMU_PAGES)
+		return -KVMP_EINVAL;
+	kvmp_os_mutex_lock(vm->lock);
+	vm->nr_mmu_pages_requested = n;
+	vm->nr_mmu_pages = n;
+	kvmp_os_mutex_unlock(vm->lock);
+	return 0;
+}
+
 long kvmp_vm_ioctl(struct kvmp_vm *vm, unsigned int ioctl, unsigned long arg)
 {
 	struct kvmp_userspace_memory_region region;
@@ -306,6 +348,16 @@ long kvmp_vm_ioctl(struct kvmp_vm *vm, unsigned int ioctl, unsigned long arg)
 		return 0;	/* likewise */
 	case KVMP_CHECK_EXTENSION:
 		return kvmp_check_extension(arg);
+	case KVMP_ENABLE_CAP:
+		return kvmp_vm_enable_cap(vm, arg);
+	case KVMP_SET_NR_MMU_PAGES:
+		return kvmp_set_nr_mmu_pages(vm, arg);
+	case KVMP_GET_NR_MMU_PAGES:
+		/* an unsigned long, returned as the ioctl's value (as Linux) */
+		kvmp_os_mutex_lock(vm->lock);
+		addr = vm->nr_mmu_pages;
+		kvmp_os_mutex_unlock(vm->lock);
+		return addr;
 	default:
 		return -KVMP_ENOTTY;
 	}
@@ -352,6 +404,11 @@ int kvmp_vcpu_create(struct kvmp_vm *vm, u32 id,
 	r = -KVMP_EINVAL;
 	if (vm->created_vcpus == KVMP_MAX_VCPUS)
 		goto unlock;
+	/* Linux's kvm_arch_vcpu_precreate: the first VCPU fixes the limit */
+	if (!vm->max_vcpu_ids)
+		vm->max_vcpu_ids = KVMP_MAX_VCPU_ID + 1;
+	if (id >= vm->max_vcpu_ids)
+		goto unlock;
 	r = -KVMP_EEXIST;
 	if (vm->vcpu_ids[id / 64] & (1ULL << (id % 64)))
 		goto unlock;
@@ -368,7 +425,7 @@ int kvmp_vcpu_create(struct kvmp_vm *vm, u32 id,
 		vm->tsc_base = kvmp_rdtsc();
 		vm->tsc_started = true;
 	}
-	kvmp_backend->set_msr(vcpu, MSR_IA32_TSC, kvmp_rdtsc() - vm->tsc_base);
+	kvmp_backend->set_tsc_offset(vcpu, -vm->tsc_base);
 	kvmp_os_mutex_unlock(vm->lock);
 	kvmp_vm_get(vm);
 	*vcpup = vcpu;
@@ -478,6 +535,33 @@ static int kvmp_cpuid_check(const struct kvmp_cpuid_entry2 *e, u32 nent)
 	return 0;
 }
 
+/*
+ * After the guest ran, Linux takes only the table it has (kvm_cpuid_check_equal:
+ * QEMU sets it again on CPU hotplug), compared as the guest sees both.
+ */
+static bool kvmp_cpuid_unchanged(struct kvmp_vcpu *vcpu,
+				 const struct kvmp_cpuid_entry2 *e, u32 nent)
+{
+	struct kvmp_cpuid_entry2 a, b;
+	struct kvmp_sregs sregs;
+	u32 i;
+
+	if (nent != vcpu->cpuid_nent)
+		return false;
+	kvmp_backend->get_sregs(vcpu, &sregs);
+	for (i = 0; i < nent; i++) {
+		a = e[i];
+		b = vcpu->cpuid[i];
+		kvmp_cpuid_runtime(vcpu, sregs.cr4, &a);
+		kvmp_cpuid_runtime(vcpu, sregs.cr4, &b);
+		if (a.function != b.function || a.index != b.index ||
+		    a.flags != b.flags || a.eax != b.eax || a.ebx != b.ebx ||
+		    a.ecx != b.ecx || a.edx != b.edx)
+			return false;
+	}
+	return true;
+}
+
 static long kvmp_vcpu_set_cpuid2(struct kvmp_vcpu *vcpu, u64 uarg)
 {
 	struct kvmp_cpuid2 hdr;
@@ -495,6 +579,11 @@ static long kvmp_vcpu_set_cpuid2(struct kvmp_vcpu *vcpu, u64 uarg)
 		kvmp_os_free(e);
 		return -KVMP_EFAULT;
 	}
+	if (vcpu->entered) {
+		r = kvmp_cpuid_unchanged(vcpu, e, hdr.nent) ? 0 : -KVMP_EINVAL;
+		kvmp_os_free(e);
+		return r;
+	}
 	r = kvmp_cpuid_check(e, hdr.nent);
 	if (r) {
 		kvmp_os_free(e);
@@ -508,21 +597,37 @@ static long kvmp_vcpu_set_cpuid2(struct kvmp_vcpu *vcpu, u64 uarg)
 
 static long kvmp_vcpu_get_cpuid2(struct kvmp_vcpu *vcpu, u64 uarg)
 {
+	struct kvmp_cpuid_entry2 *e;
+	struct kvmp_sregs sregs;
 	struct kvmp_cpuid2 hdr;
-	u32 asked;
+	u32 asked, i;
+	long r;
 
 	if (kvmp_os_copy_from_user(&hdr, uarg, sizeof(hdr)))
 		return -KVMP_EFAULT;
 	asked = hdr.nent;
+	/*
+	 * E2BIG leaves nent alone (Linux); a success writes the count, as Linux
+	 * does since 6.x (6.1 left it as given: a VMM then knows what it set).
+	 */
+	if (asked < vcpu->cpuid_nent)
+		return -KVMP_E2BIG;
 	hdr.nent = vcpu->cpuid_nent;
 	if (kvmp_os_copy_to_user(uarg, &hdr, sizeof(hdr)))
 		return -KVMP_EFAULT;
-	if (asked < vcpu->cpuid_nent)
-		return -KVMP_E2BIG;
-	if (kvmp_os_copy_to_user(uarg + sizeof(hdr), vcpu->cpuid,
-				 vcpu->cpuid_nent * sizeof(*vcpu->cpuid)))
-		return -KVMP_EFAULT;
-	return 0;
+	/* as the guest's CPUID answers it now (kvmp_cpuid_runtime) */
+	e = kvmp_os_zalloc(vcpu->cpuid_nent * sizeof(*e) + 1);
+	if (!e)
+		return -KVMP_ENOMEM;
+	kvmp_backend->get_sregs(vcpu, &sregs);
+	for (i = 0; i < vcpu->cpuid_nent; i++) {
+		e[i] = vcpu->cpuid[i];
+		kvmp_cpuid_runtime(vcpu, sregs.cr4, &e[i]);
+	}
+	r = kvmp_os_copy_to_user(uarg + sizeof(hdr), e,
+				 vcpu->cpuid_nent * sizeof(*e)) ? -KVMP_EFAULT : 0;
+	kvmp_os_free(e);
+	return r;
 }
 
 /* what KVM_SET_SREGS sets outside the backend: APIC base, CR8, a queued interrupt */

@@ -250,6 +250,25 @@ static struct kvmp_slot *kvmp_new_slot(u32 id, u32 flags, u64 gpa, u64 size,
 	return s;
 }
 
+/*
+ * Linux's default for KVM_GET_NR_MMU_PAGES, set when a slot comes or goes
+ * (not when one moves) unless the VMM asked for a number: a fiftieth of the
+ * slots' pages (KVM_MEMSLOT_PAGES_TO_MMU_PAGES_RATIO), at least 64.
+ */
+static void kvmp_update_nr_mmu_pages(struct kvmp_vm *vm)
+{
+	u64 pages = 0;
+	int i;
+
+	if (vm->nr_mmu_pages_requested)
+		return;
+	for (i = 0; i < KVMP_MAX_SLOTS; i++)
+		if (vm->slots[i])
+			pages += vm->slots[i]->size >> KVMP_PAGE_SHIFT;
+	pages /= 50;
+	vm->nr_mmu_pages = pages > 64 ? pages : 64;
+}
+
 int kvmp_set_user_memory_region(struct kvmp_vm *vm,
 				const struct kvmp_userspace_memory_region *r)
 {
@@ -285,6 +304,7 @@ int kvmp_set_user_memory_region(struct kvmp_vm *vm,
 		} else {
 			kvmp_set_slot(vm, id, NULL);
 			kvmp_retire_slot(vm, old);
+			kvmp_update_nr_mmu_pages(vm);
 		}
 		goto out;
 	}
@@ -322,6 +342,8 @@ int kvmp_set_user_memory_region(struct kvmp_vm *vm,
 	kvmp_set_slot(vm, id, s);
 	if (old)					/* move */
 		kvmp_retire_slot(vm, old);
+	else
+		kvmp_update_nr_mmu_pages(vm);
 out:
 	kvmp_os_mutex_unlock(vm->lock);
 	return ret;

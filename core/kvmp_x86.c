@@ -28,8 +28,12 @@
 /* leaf 1 ECX: XSAVE, and what needs the AVX state: FMA AVX F16C */
 #define CPUID1_ECX_XSAVE	BIT(26)
 #define CPUID1_ECX_OSXSAVE	BIT(27)
+#define CPUID1_EDX_APIC		BIT(9)
+#define APIC_BASE_ENABLE	(1ULL << 11)
 #define CPUID1_ECX_AVX_GROUP	(BIT(12) | BIT(28) | BIT(29))
 #define CPUID7_EBX_AVX2		BIT(5)
+/* IA32_TSC_ADJUST: kept in software, so offered on every CPU (as Linux) */
+#define CPUID7_EBX_TSC_ADJUST	BIT(1)
 #define XSAVE_LEGACY_AND_HEADER	576U
 /* leaf 7: FSGSBASE BMI1 SMEP BMI2 ERMS RDSEED ADX SMAP CLFLUSHOPT CLWB SHA */
 #define CPUID7_EBX_KEEP	(BIT(0) | BIT(3) | BIT(7) | BIT(8) | BIT(9) | \
@@ -128,7 +132,7 @@ static void kvmp_add_leaf(u32 leaf, u32 subleaf, u32 flags)
 		if (kvmp_xcr0_supported & KVMP_XFEATURE_YMM)
 			keep |= CPUID7_EBX_AVX2;
 		e->eax = 0;
-		e->ebx &= keep;
+		e->ebx = (e->ebx & keep) | CPUID7_EBX_TSC_ADJUST;
 		e->ecx = 0;
 		e->edx = 0;
 		break;
@@ -244,30 +248,45 @@ struct kvmp_cpuid_entry2 *kvmp_find_cpuid(struct kvmp_vcpu *vcpu, u32 leaf,
 }
 
 /*
- * The table the VMM set; a leaf it did not set reads as zeros (AMD's rule).
- * Two fields follow the guest's own state, as on hardware and in Linux KVM:
- * OSXSAVE mirrors CR4.OSXSAVE and 0xd.0 EBX is the size its XCR0 needs.
+ * The fields that follow the guest's own state, as on hardware and in Linux
+ * (kvm_update_cpuid_runtime): OSXSAVE mirrors CR4.OSXSAVE, APIC the APIC
+ * base's enable bit, 0xd.0 EBX is the XSAVE area its XCR0 needs.  Applied to
+ * what the guest's CPUID answers and to what KVM_GET_CPUID2 returns, so the
+ * two agree (Linux's cpuid_test checks that they do).
  */
+void kvmp_cpuid_runtime(struct kvmp_vcpu *vcpu, u64 guest_cr4,
+			struct kvmp_cpuid_entry2 *e)
+{
+	if (e->function == 1) {
+		if (kvmp_xcr0_supported) {
+			e->ecx &= ~CPUID1_ECX_OSXSAVE;
+			if (guest_cr4 & KVMP_CR4_OSXSAVE)
+				e->ecx |= CPUID1_ECX_OSXSAVE;
+		}
+		e->edx &= ~CPUID1_EDX_APIC;
+		if (vcpu->apic_base & APIC_BASE_ENABLE)
+			e->edx |= CPUID1_EDX_APIC;
+	}
+	if (e->function == 0xd && e->index == 0)
+		e->ebx = kvmp_xsave_size(vcpu->xcr0);
+}
+
+/* The table the VMM set; a leaf it did not set reads as zeros (AMD's rule). */
 void kvmp_emulate_cpuid(struct kvmp_vcpu *vcpu, u64 guest_cr4, u32 *eax,
 			u32 *ebx, u32 *ecx, u32 *edx)
 {
-	u32 leaf = *eax, subleaf = *ecx;
-	struct kvmp_cpuid_entry2 *e = kvmp_find_cpuid(vcpu, leaf, subleaf);
+	struct kvmp_cpuid_entry2 *found = kvmp_find_cpuid(vcpu, *eax, *ecx);
+	struct kvmp_cpuid_entry2 e;
 
 	*eax = *ebx = *ecx = *edx = 0;
-	if (!e)
+	if (!found)
 		return;
-	*eax = e->eax;
-	*ebx = e->ebx;
-	*ecx = e->ecx;
-	*edx = e->edx;
-	if (leaf == 1 && kvmp_xcr0_supported) {
-		*ecx &= ~CPUID1_ECX_OSXSAVE;
-		if (guest_cr4 & KVMP_CR4_OSXSAVE)
-			*ecx |= CPUID1_ECX_OSXSAVE;
-	}
-	if (leaf == 0xd && subleaf == 0 && kvmp_xcr0_supported)
-		*ebx = kvmp_xsave_size(vcpu->xcr0);
+	e = *found;
+	kvmp_cpuid_runtime(vcpu, guest_cr4, &e);
+	*eax = e.eax;
+	*ebx = e.ebx;
+	*ecx = e.ecx;
+	*edx = e.edx;
 }
 
 /*
@@ -297,7 +316,6 @@ int kvmp_set_xcr(struct kvmp_vcpu *vcpu, u32 index, u64 value)
  * VMCS (EFER, the SYSCALL/SYSENTER and segment-base MSRs, PAT, TSC).
  */
 #define APIC_BASE_DEFAULT	0xfee00000ULL
-#define APIC_BASE_ENABLE	(1ULL << 11)
 #define APIC_BASE_BSP		(1ULL << 8)
 #define APIC_BASE_X2APIC	(1ULL << 10)
 #define MISC_ENABLE_EMON	(1ULL << 7)
@@ -323,7 +341,7 @@ const u32 kvmp_msr_list[] = {
 	MSR_KERNEL_GS_BASE,
 	MSR_KVM_WALL_CLOCK, MSR_KVM_SYSTEM_TIME, MSR_UCODE_REV, MSR_SMBASE,
 	MSR_SMI_COUNT, MSR_MCG_STATUS, MSR_MCG_CTL, MSR_K7_HWCR,
-	MSR_VM_HSAVE_PA,
+	MSR_VM_HSAVE_PA, MSR_TSC_ADJUST,
 };
 const unsigned int kvmp_msr_list_len =
 	ARRAY_SIZE(kvmp_msr_list);
@@ -592,7 +610,6 @@ static int kvmp_do_get_msr(struct kvmp_vcpu *vcpu, u32 index, u64 *data,
 	case MSR_PERF_CTL:
 	case MSR_DEBUGCTL:	/* no LBR virtualisation: the VMCB's zeros */
 	case MSR_LBR_FIRST ... MSR_LBR_LAST:
-	case MSR_TSC_ADJUST:	/* no TSC_ADJUST in the supported CPUID */
 	case MSR_TSC_DEADLINE:	/* no in-kernel local APIC */
 	case MSR_RAPL_POWER_UNIT:
 	case MSR_PKG_ENERGY:
@@ -611,6 +628,12 @@ static int kvmp_do_get_msr(struct kvmp_vcpu *vcpu, u32 index, u64 *data,
 	case MSR_BU_CFG2:
 	case MSR_F15H_EX_CFG:
 		*data = 0;
+		return 0;
+	case MSR_IA32_TSC:
+		*data = kvmp_rdtsc() + kvmp_backend->get_tsc_offset(vcpu);
+		return 0;
+	case MSR_TSC_ADJUST:	/* readable whatever the CPUID, as in Linux */
+		*data = vcpu->msr.tsc_adjust;
 		return 0;
 	case MSR_KVM_WALL_CLOCK:
 		*data = vcpu->vm->kvm_wall_clock;
@@ -717,6 +740,40 @@ static int kvmp_set_apic_base(struct kvmp_vcpu *vcpu, u64 data, bool host)
 	return 0;
 }
 
+static bool kvmp_guest_has_tsc_adjust(struct kvmp_vcpu *vcpu)
+{
+	struct kvmp_cpuid_entry2 *e = kvmp_find_cpuid(vcpu, 7, 0);
+
+	return e && (e->ebx & CPUID7_EBX_TSC_ADJUST);
+}
+
+/*
+ * IA32_TSC and IA32_TSC_ADJUST move each other as on hardware when the guest
+ * writes them: what one write adds to the TSC's offset is added to the other.
+ * The VMM's writes set one alone, so it can restore both (Linux's rules).
+ */
+static void kvmp_set_tsc(struct kvmp_vcpu *vcpu, u64 data, bool host)
+{
+	u64 old = kvmp_backend->get_tsc_offset(vcpu);
+	u64 offset = data - kvmp_rdtsc();
+
+	if (!host)
+		vcpu->msr.tsc_adjust += offset - old;
+	kvmp_backend->set_tsc_offset(vcpu, offset);
+}
+
+static void kvmp_set_tsc_adjust(struct kvmp_vcpu *vcpu, u64 data, bool host)
+{
+	u64 offset = kvmp_backend->get_tsc_offset(vcpu);
+
+	if (!kvmp_guest_has_tsc_adjust(vcpu))
+		return;		/* dropped, no #GP (Linux) */
+	if (!host)
+		kvmp_backend->set_tsc_offset(vcpu, offset + data -
+					     vcpu->msr.tsc_adjust);
+	vcpu->msr.tsc_adjust = data;
+}
+
 static int kvmp_do_set_msr(struct kvmp_vcpu *vcpu, u32 index, u64 data,
 			   bool host)
 {
@@ -733,11 +790,16 @@ static int kvmp_do_set_msr(struct kvmp_vcpu *vcpu, u32 index, u64 data,
 	case MSR_F15H_EX_CFG:
 	case MSR_VM_IGNNE:
 	case MSR_DEBUGCTL:
-	case MSR_TSC_ADJUST:
 	case MSR_TSC_DEADLINE:
 	case MSR_P6_PERFCTR0 ... MSR_P6_PERFCTR1:
 	case MSR_P6_EVNTSEL0 ... MSR_P6_EVNTSEL1:
 	case MSR_K7_EVNTSEL0 ... MSR_K7_PERFCTR3:
+		return 0;
+	case MSR_IA32_TSC:
+		kvmp_set_tsc(vcpu, data, host);
+		return 0;
+	case MSR_TSC_ADJUST:
+		kvmp_set_tsc_adjust(vcpu, data, host);
 		return 0;
 	case MSR_KVM_WALL_CLOCK:
 		/* stored only: kvmport offers no KVM clock in CPUID 0x40000001 */
@@ -1427,6 +1489,7 @@ int kvmp_vcpu_run(struct kvmp_vcpu *vcpu)
 		}
 		kvmp_os_cond_resched();
 		kvmp_inject_pending(vcpu);
+		vcpu->entered = true;
 		r = kvmp_backend->run(vcpu);
 		if (r <= 0)
 			break;

@@ -494,9 +494,6 @@ static int svm_get_msr(struct kvmp_vcpu *vcpu, u32 index, u64 *data)
 	u64 *field;
 
 	switch (index) {
-	case MSR_IA32_TSC:
-		*data = kvmp_rdtsc() + svm->vmcb->control.tsc_offset;
-		return 0;
 	case MSR_EFER:
 		*data = svm->vmcb->save.efer & ~EFER_SVME;
 		return 0;
@@ -515,9 +512,6 @@ static int svm_set_msr(struct kvmp_vcpu *vcpu, u32 index, u64 data)
 	u64 *field;
 
 	switch (index) {
-	case MSR_IA32_TSC:
-		svm->vmcb->control.tsc_offset = data - kvmp_rdtsc();
-		return 0;
 	case MSR_EFER:
 		if (data & ~KVMP_EFER_GUEST_BITS)
 			return -KVMP_EINVAL;
@@ -532,6 +526,16 @@ static int svm_set_msr(struct kvmp_vcpu *vcpu, u32 index, u64 data)
 		return -KVMP_EINVAL;
 	*field = data;
 	return 0;
+}
+
+static u64 svm_get_tsc_offset(struct kvmp_vcpu *vcpu)
+{
+	return to_svm(vcpu)->vmcb->control.tsc_offset;
+}
+
+static void svm_set_tsc_offset(struct kvmp_vcpu *vcpu, u64 offset)
+{
+	to_svm(vcpu)->vmcb->control.tsc_offset = offset;
 }
 
 static bool svm_if_flag(struct kvmp_vcpu *vcpu)
@@ -1329,6 +1333,8 @@ const struct kvmp_backend kvmp_svm_backend = {
 	.set_sregs = svm_set_sregs,
 	.get_msr = svm_get_msr,
 	.set_msr = svm_set_msr,
+	.get_tsc_offset = svm_get_tsc_offset,
+	.set_tsc_offset = svm_set_tsc_offset,
 	.interrupt_allowed = svm_interrupt_allowed,
 	.nmi_allowed = svm_nmi_allowed,
 	.inject_irq = svm_inject_irq,

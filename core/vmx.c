@@ -729,9 +729,6 @@ static int vmx_get_msr(struct kvmp_vcpu *vcpu, u32 index, u64 *data)
 	u64 *field;
 
 	switch (index) {
-	case MSR_IA32_TSC:
-		*data = kvmp_rdtsc() + vmx->guest.tsc_offset;
-		return 0;
 	case MSR_EFER:
 		*data = vmx->guest.efer;
 		return 0;
@@ -756,9 +753,6 @@ static int vmx_set_msr(struct kvmp_vcpu *vcpu, u32 index, u64 data)
 	u64 *field;
 
 	switch (index) {
-	case MSR_IA32_TSC:
-		vmx->guest.tsc_offset = data - kvmp_rdtsc();
-		return 0;
 	case MSR_EFER:
 		if (data & ~KVMP_EFER_GUEST_BITS)
 			return -KVMP_EINVAL;
@@ -786,6 +780,17 @@ static int vmx_set_msr(struct kvmp_vcpu *vcpu, u32 index, u64 data)
 		data &= 0xffff;
 	*field = data;
 	return 0;
+}
+
+/* written into the VMCS at every entry (vmx_write_guest) */
+static u64 vmx_get_tsc_offset(struct kvmp_vcpu *vcpu)
+{
+	return to_vmx(vcpu)->guest.tsc_offset;
+}
+
+static void vmx_set_tsc_offset(struct kvmp_vcpu *vcpu, u64 offset)
+{
+	to_vmx(vcpu)->guest.tsc_offset = offset;
 }
 
 static bool vmx_if_flag(struct kvmp_vcpu *vcpu)
@@ -1825,6 +1830,8 @@ const struct kvmp_backend kvmp_vmx_backend = {
 	.set_sregs = vmx_set_sregs,
 	.get_msr = vmx_get_msr,
 	.set_msr = vmx_set_msr,
+	.get_tsc_offset = vmx_get_tsc_offset,
+	.set_tsc_offset = vmx_set_tsc_offset,
 	.interrupt_allowed = vmx_interrupt_allowed,
 	.nmi_allowed = vmx_nmi_allowed,
 	.inject_irq = vmx_inject_irq,

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from . import exits
 from .abi import constants, ffi, lib
-from .cpuid import CpuidEntry, new_cpuid2
+from .cpuid import CpuidEntry, cpuid_entries, new_cpuid2
 from .errors import KvmError, PyhostError
 from .ioctl import close_fd, kvm_ioctl
 
@@ -164,6 +164,15 @@ class Vcpu:
 
     def set_cpuid2(self, entries: list[CpuidEntry]) -> None:
         kvm_ioctl(self.fd, "SET_CPUID2", new_cpuid2(len(entries), entries))
+
+    def get_cpuid2(self, nent: int) -> list[CpuidEntry]:
+        """KVM_GET_CPUID2 into room for nent entries (E2BIG if the VCPU has more): the
+        table as the guest's CPUID answers it now (Linux applies the guest's CR4, XCR0 and
+        APIC base: OSXSAVE, APIC, 0xd.0 EBX). Linux 6.1 does not write nent back, so the
+        count is the caller's: what it set."""
+        buf = new_cpuid2(nent)
+        kvm_ioctl(self.fd, "GET_CPUID2", buf)
+        return cpuid_entries(buf)[:nent]
 
     # -- interrupts -------------------------------------------------------
     def interrupt(self, vector: int) -> None:

@@ -18,6 +18,11 @@ LAB_QEMU = tuple(int(x) for x in _qemu.split(".")[:2] if x.isdigit())
 # lowering CR8 does not exit with KVM_EXIT_SET_TPR (it goes on to the next OUT; seen
 # 2026-12-01 with bintest/guests/cr8_long.S).
 HOST_PVM = Path("/sys/module/kvm_pvm").exists()
+# kvm_pvm also ignores the VMM's KVM_SET_MSRS of IA32_TSC (it returns 1, the TSC reads on
+# as before: tests/guests/test_tsc.py, 2026-12-01).
+HOST_PVM_IGNORES_TSC_WRITE = HOST_PVM
+# ... and has no KVM_SET/GET_NR_MMU_PAGES (ENOTTY: tests/guests/test_vm_caps.py, 2026-12-01).
+HOST_PVM_NO_NR_MMU_PAGES = HOST_PVM
 
 # QEMU's emulated SVM checks the XSETBV intercept only since 8.2 (commit "target/i386:
 # check intercept for XSETBV", Oct 2023).  Before that a nested guest's XSETBV writes

@@ -34,6 +34,20 @@ static int user_set_msr(struct kvmp_vcpu *vcpu, u32 index, u64 data)
 	return 0;
 }
 
+static u64 kvmp_user_tsc_offset;
+
+static u64 user_get_tsc_offset(struct kvmp_vcpu *vcpu)
+{
+	(void)vcpu;
+	return kvmp_user_tsc_offset;
+}
+
+static void user_set_tsc_offset(struct kvmp_vcpu *vcpu, u64 offset)
+{
+	(void)vcpu;
+	kvmp_user_tsc_offset = offset;
+}
+
 /* one VCPU's registers, for the core's exit paths under test */
 static struct kvmp_regs kvmp_user_regs;
 static struct kvmp_sregs kvmp_user_sregs;
@@ -175,6 +189,8 @@ static const struct kvmp_backend kvmp_user_backend = {
 	.set_sregs = user_set_sregs,
 	.get_msr = user_get_msr,
 	.set_msr = user_set_msr,
+	.get_tsc_offset = user_get_tsc_offset,
+	.set_tsc_offset = user_set_tsc_offset,
 	.get_event = user_get_event,
 	.set_event = user_set_event,
 	.get_interrupt_shadow = user_get_interrupt_shadow,

@@ -145,6 +145,7 @@ typedef uint64_t kvmp_u64;
 #define KVMP_CAP_XCRS				56
 #define KVMP_CAP_MAX_VCPUS			66
 #define KVMP_CAP_READONLY_MEM			81
+#define KVMP_CAP_ENABLE_CAP_VM			98
 #define KVMP_CAP_MAX_VCPU_ID			128
 #define KVMP_CAP_IMMEDIATE_EXIT			136
 #define KVMP_CAP_COALESCED_PIO			162
@@ -272,6 +273,14 @@ struct kvmp_cpuid2 {
 	kvmp_u32 nent;
 	kvmp_u32 padding;
 	struct kvmp_cpuid_entry2 entries[];
+};
+
+/* KVM_ENABLE_CAP: turn a capability on, with its arguments */
+struct kvmp_enable_cap {
+	kvmp_u32 cap;
+	kvmp_u32 flags;
+	kvmp_u64 args[4];
+	kvmp_u8 pad[64];
 };
 
 struct kvmp_interrupt {
@@ -487,6 +496,9 @@ struct kvmp_run {
 	KVMP_IOW(KVMPIO, 0x46, struct kvmp_userspace_memory_region)
 #define KVMP_SET_TSS_ADDR		KVMP_IO(KVMPIO, 0x47)
 #define KVMP_SET_IDENTITY_MAP_ADDR	KVMP_IOW(KVMPIO, 0x48, kvmp_u64)
+#define KVMP_SET_NR_MMU_PAGES		KVMP_IO(KVMPIO, 0x44)
+#define KVMP_GET_NR_MMU_PAGES		KVMP_IO(KVMPIO, 0x45)
+#define KVMP_ENABLE_CAP			KVMP_IOW(KVMPIO, 0xa3, struct kvmp_enable_cap)
 
 /* VCPU ioctls, on a VCPU fd */
 #define KVMP_RUN			KVMP_IO(KVMPIO, 0x80)

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from pyhost.boot.fat import FatImage
+from pyhost.ioctl import KEXT_NODE
 
 from ..quirks import LAB, LAB_DIES_ON_KVM_AMD_TR_ROUND_TRIP
 from .test_boot import BANNER, IMAGE, PROMPT, Boot
@@ -90,6 +91,30 @@ def test_bootfd_self_check_under_qemu(device, qemu):
                               "-fda", str(IMAGE)])
     out, err = run_to(boot, HALTED, 120)
     print(f"{device}: banner after {boot.seen[BANNER]:.1f} s, halted after "
+          f"{boot.seen[HALTED]:.1f} s\n{err}")
+    assert "self-check PASS" in out, f"console:\n{out}\nstderr:\n{err}"
+    assert "console input: 'hello-serial'" in out, out
+    assert "check timer ok" in out and "check uptime ok" in out
+
+
+def test_bootfd_self_check_under_qemu_through_the_kext_abi(qemu):
+    """The patched QEMU on the kext ABI (qemu-patches/0003, docs/qemu.md), which the module
+    serves on /dev/kvmport-kext: every KVM ioctl in the envelope, VM and VCPU handles by
+    open + ATTACH, the run area from KVMP_MMAP_VCPU.  The node speaks nothing else, so
+    with abi=linux the same QEMU cannot even start, and a QEMU without the transport
+    refuses the abi property."""
+    assert os.path.exists(KEXT_NODE), f"{KEXT_NODE} is missing: is kvmport loaded?"
+    for abi, refusal in (("linux", "kvm version too old"), ("bogus", "abi must be linux or kext")):
+        r = subprocess.run([qemu, "-accel", f"kvm,device={KEXT_NODE},abi={abi}", *LIGHT,
+                            "-m", "16"], capture_output=True, text=True, timeout=60)
+        assert r.returncode != 0 and refusal in r.stderr, (
+            f"abi={abi} on {KEXT_NODE}: exit {r.returncode}, stderr:\n{r.stderr}\n"
+            "(does KVMPORT_QEMU carry qemu-patches/0003, the kext-ABI transport?)")
+    # the node's name chooses the kext ABI, as it does for pyhost
+    boot = Boot(KEXT_NODE, argv=[qemu, *accel(KEXT_NODE), *LIGHT, "-m", "128", "-snapshot",
+                                 "-fda", str(IMAGE)])
+    out, err = run_to(boot, HALTED, 120)
+    print(f"{KEXT_NODE}: banner after {boot.seen[BANNER]:.1f} s, halted after "
           f"{boot.seen[HALTED]:.1f} s\n{err}")
     assert "self-check PASS" in out, f"console:\n{out}\nstderr:\n{err}"
     assert "console input: 'hello-serial'" in out, out

@@ -88,6 +88,7 @@ struct kvmp_vm {
 	 */
 	u64 mem_seq;			/* mmu_lock: invalidations, slot changes */
 	u32 mm_invalidating;		/* atomic: invalidations under way */
+	struct kvmp_os_mm *mm;		/* the creator's memory: pins are charged there */
 	int refs;			/* the VM fd and each VCPU hold one */
 	struct kvmp_slot *slots[KVMP_MAX_SLOTS];
 	struct kvmp_vcpu *vcpus[KVMP_MAX_VCPUS];

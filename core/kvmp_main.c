@@ -226,6 +226,9 @@ int kvmp_vm_create(unsigned long type, struct kvmp_vm **vmp)
 	vm->mmu_lock = kvmp_os_spinlock_create();
 	if (!vm->lock || !vm->mmu_lock)
 		goto free_lock;
+	vm->mm = kvmp_os_mm_get();
+	if (!vm->mm)
+		goto free_lock;
 	vm->refs = 1;
 	vm->id = __atomic_add_fetch(&kvmp_vm_ids, 1, __ATOMIC_RELAXED);
 	vm->ring = kvmp_os_alloc_pages(1, &vm->ring_pa);
@@ -240,6 +243,8 @@ int kvmp_vm_create(unsigned long type, struct kvmp_vm **vmp)
 free_lock:
 	if (vm->ring)
 		kvmp_os_free_pages(vm->ring, 1);
+	if (vm->mm)
+		kvmp_os_mm_put(vm->mm);
 	kvmp_os_spinlock_destroy(vm->mmu_lock);
 	kvmp_os_mutex_destroy(vm->lock);
 	kvmp_os_free(vm);
@@ -258,7 +263,8 @@ void kvmp_vm_put(struct kvmp_vm *vm)
 	if (__atomic_sub_fetch(&vm->refs, 1, __ATOMIC_ACQ_REL))
 		return;
 	kvmp_backend->vm_destroy(vm);	/* no VCPU is left to use it */
-	kvmp_free_slots(vm);
+	kvmp_free_slots(vm);	/* gives the pins' charge back to vm->mm */
+	kvmp_os_mm_put(vm->mm);
 	kvmp_os_free_pages(vm->ring, 1);
 	kvmp_os_spinlock_destroy(vm->mmu_lock);
 	kvmp_os_mutex_destroy(vm->lock);

@@ -156,7 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m pyhost",
         description="pyhost: a Python VMM for KVM-compatible devices (Linux KVM, kvmport).",
-        epilog="Device: --device, else $PYHOST_DEVICE, else /dev/kvmport, then /dev/kvm.",
+        epilog="Device: --device, else $PYHOST_DEVICE, else /dev/kvmport, then /dev/kvm. "
+               "kvmport pins the guest RAM a guest touches and charges it to RLIMIT_MEMLOCK: "
+               "`ulimit -l` must cover the guest's memory (root has CAP_IPC_LOCK); KVM_RUN "
+               "fails with ENOMEM past it.",
     )
     p.add_argument("--device", metavar="PATH", help="KVM device to open")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")

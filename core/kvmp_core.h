@@ -350,6 +350,24 @@ void kvmp_spec_vm_switch(u64 *cpu_last_vm, const struct kvmp_vm *vm);
 void kvmp_internal_error(struct kvmp_vcpu *vcpu, u32 suberror, u64 data0,
 			 u64 data1);
 
+/*
+ * Every SVM and VMX instruction in inline asm: KVMP_VIRT_INSN("vmxoff")
+ * opens an asm goto whose label `fault` the instruction reaches through the
+ * port's exception table (kvmp_os.h, KVMP_EXTABLE) if it faults; the code
+ * there calls kvmp_virt_fault.  The asm files do the same with
+ * KVMP_EXTABLE_S.  tests/kext/test_extable.py checks that no such
+ * instruction in the built module lacks an entry.
+ */
+#define KVMP_VIRT_INSN(insn)	"1: " insn "\n\t" KVMP_EXTABLE(1b, %l[fault])
+/*
+ * A virtualization instruction faulted: virtualization went off on this CPU
+ * under us.  kvmp_virt_fault says so in the host's log (not while a reboot
+ * turns it off); the backend's run() then returns kvmp_virt_fault_action():
+ * KVMP_REENTER while rebooting (the run loop waits), else -KVMP_EIO.
+ */
+void kvmp_virt_fault(const char *insn);
+int kvmp_virt_fault_action(void);
+
 #ifndef KVMP_CDEF	/* cffi (tests) reads declarations only */
 /* host CPUID, for the backend and the supported-CPUID table */
 static inline void kvmp_cpuid(u32 leaf, u32 subleaf, u32 *a, u32 *b, u32 *c,

@@ -104,11 +104,42 @@ void kvmp_cpu_offline(void)
 		kvmp_backend->cpu_disable(NULL);
 }
 
+/*
+ * Set for good once a reboot starts turning virtualization off: a VCPU that
+ * faults on a virtualization instruction meanwhile is expected to (Linux's
+ * kvm_rebooting).
+ */
+static bool kvmp_rebooting;
+
 /* a reboot: off everywhere (a VCPU that tries to enter then waits) */
 void kvmp_reboot(void)
 {
+	__atomic_store_n(&kvmp_rebooting, true, __ATOMIC_SEQ_CST);
 	if (kvmp_backend)
 		kvmp_os_on_each_cpu(kvmp_backend->cpu_disable, NULL);
+}
+
+/*
+ * A fault on a virtualization instruction (kvmp_core.h): Linux's KVM calls
+ * BUG when one happens outside a reboot (kvm_spurious_fault: it wants the
+ * trace).  kvmport logs it (the first ten times) and fails the KVM_RUN, and
+ * the host goes on.  Any context.
+ */
+void kvmp_virt_fault(const char *insn)
+{
+	static u32 reported;
+
+	if (__atomic_load_n(&kvmp_rebooting, __ATOMIC_SEQ_CST))
+		return;
+	if (__atomic_fetch_add(&reported, 1, __ATOMIC_RELAXED) < 10)
+		kvmp_err("%s faulted: virtualization was turned off on this CPU under kvmport\n",
+			 insn);
+}
+
+int kvmp_virt_fault_action(void)
+{
+	return __atomic_load_n(&kvmp_rebooting, __ATOMIC_SEQ_CST) ?
+		KVMP_REENTER : -KVMP_EIO;
 }
 
 /* --- capabilities ------------------------------------------------------- */

@@ -62,6 +62,25 @@ typedef kvmp_u64 u64;
 #define KVMP_ENOTTY	25
 #define KVMP_EOPNOTSUPP	95
 
+/* --- exception table ------------------------------------------------------ */
+/*
+ * KVMP_EXTABLE(from, to), inside an asm string: if the instruction at label
+ * `from` faults, the host kernel resumes at label `to` instead of oopsing
+ * (Linux: an entry of the module's __ex_table, _ASM_EXTABLE).  The core puts
+ * one on every SVM and VMX instruction, which fault when virtualization was
+ * turned off on the CPU under it (core/kvmp_core.h, KVMP_VIRT_INSN).  The
+ * asm files get the same from kvmp_asm.inc.S (KVMP_EXTABLE_S).  XNU keeps
+ * no exception table for kexts (its recovery table is the kernel's own,
+ * for copyin/copyout): there the macro is empty and such a fault is the
+ * host's panic, as before (docs/driver.md, "Security").
+ */
+#if defined(__KERNEL__) && defined(__linux__)
+#include <asm/asm.h>
+#define KVMP_EXTABLE(from, to)	_ASM_EXTABLE(from, to)
+#else
+#define KVMP_EXTABLE(from, to)	""
+#endif
+
 /* --- memory --------------------------------------------------------------- */
 /* Zeroed kernel memory; may sleep.  NULL on failure. */
 void *kvmp_os_zalloc(unsigned long size);

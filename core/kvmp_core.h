@@ -353,12 +353,17 @@ void kvmp_internal_error(struct kvmp_vcpu *vcpu, u32 suberror, u64 data0,
 /*
  * Every SVM and VMX instruction in inline asm: KVMP_VIRT_INSN("vmxoff")
  * opens an asm goto whose label `fault` the instruction reaches through the
- * port's exception table (kvmp_os.h, KVMP_EXTABLE) if it faults; the code
- * there calls kvmp_virt_fault.  The asm files do the same with
+ * port's exception table (kvmp_os.h, KVMP_EXTABLE) and a jump beside it if
+ * it faults; the code there calls kvmp_virt_fault.  The asm files do the same with
  * KVMP_EXTABLE_S.  tests/kext/test_extable.py checks that no such
  * instruction in the built module lacks an entry.
  */
-#define KVMP_VIRT_INSN(insn)	"1: " insn "\n\t" KVMP_EXTABLE(1b, %l[fault])
+#define KVMP_VIRT_INSN(insn)					\
+	"1: " insn "\n\t"						\
+	"jmp 3f\n\t"	/* flags intact: a caller may test them after */	\
+	"2: jmp %l[fault]\n\t"					\
+	"3:\n\t"							\
+	KVMP_EXTABLE(1b, 2b)
 /*
  * A virtualization instruction faulted: virtualization went off on this CPU
  * under us.  kvmp_virt_fault says so in the host's log (not while a reboot

@@ -10,9 +10,13 @@
 #if defined(__KERNEL__) && defined(__linux__)
 #include <linux/linkage.h>	/* RET: the return thunk where the host uses one */
 #include <linux/objtool.h>
+#include <asm/asm.h>
 #define KVMP_RET	RET
+/* a fault at label from resumes at label to (kvmp_os.h, KVMP_EXTABLE) */
+#define KVMP_EXTABLE_S(from, to)	_ASM_EXTABLE(from, to)
 #else
 #define KVMP_RET	ret
+#define KVMP_EXTABLE_S(from, to)	/* XNU: no exception table for kexts */
 #endif
 #ifndef ANNOTATE_INTRA_FUNCTION_CALL
 #define ANNOTATE_INTRA_FUNCTION_CALL

@@ -88,6 +88,7 @@ struct kvmp_vm {
 	 */
 	u64 mem_seq;			/* mmu_lock: invalidations, slot changes */
 	u32 mm_invalidating;		/* atomic: invalidations under way */
+	struct kvmp_os_mm *mm;		/* the creator's memory: pins are charged there */
 	int refs;			/* the VM fd and each VCPU hold one */
 	struct kvmp_slot *slots[KVMP_MAX_SLOTS];
 	struct kvmp_vcpu *vcpus[KVMP_MAX_VCPUS];
@@ -359,6 +360,29 @@ int kvmp_vcpu_run(struct kvmp_vcpu *vcpu);
 void kvmp_spec_vm_switch(u64 *cpu_last_vm, const struct kvmp_vm *vm);
 void kvmp_internal_error(struct kvmp_vcpu *vcpu, u32 suberror, u64 data0,
 			 u64 data1);
+
+/*
+ * Every SVM and VMX instruction in inline asm: KVMP_VIRT_INSN("vmxoff")
+ * opens an asm goto whose label `fault` the instruction reaches through the
+ * port's exception table (kvmp_os.h, KVMP_EXTABLE) and a jump beside it if
+ * it faults; the code there calls kvmp_virt_fault.  The asm files do the same with
+ * KVMP_EXTABLE_S.  tests/kext/test_extable.py checks that no such
+ * instruction in the built module lacks an entry.
+ */
+#define KVMP_VIRT_INSN(insn)					\
+	"1: " insn "\n\t"						\
+	"jmp 3f\n\t"	/* flags intact: a caller may test them after */	\
+	"2: jmp %l[fault]\n\t"					\
+	"3:\n\t"							\
+	KVMP_EXTABLE(1b, 2b)
+/*
+ * A virtualization instruction faulted: virtualization went off on this CPU
+ * under us.  kvmp_virt_fault says so in the host's log (not while a reboot
+ * turns it off); the backend's run() then returns kvmp_virt_fault_action():
+ * KVMP_REENTER while rebooting (the run loop waits), else -KVMP_EIO.
+ */
+void kvmp_virt_fault(const char *insn);
+int kvmp_virt_fault_action(void);
 
 #ifndef KVMP_CDEF	/* cffi (tests) reads declarations only */
 /* host CPUID, for the backend and the supported-CPUID table */

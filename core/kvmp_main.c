@@ -104,11 +104,42 @@ void kvmp_cpu_offline(void)
 		kvmp_backend->cpu_disable(NULL);
 }
 
+/*
+ * Set for good once a reboot starts turning virtualization off: a VCPU that
+ * faults on a virtualization instruction meanwhile is expected to (Linux's
+ * kvm_rebooting).
+ */
+static bool kvmp_rebooting;
+
 /* a reboot: off everywhere (a VCPU that tries to enter then waits) */
 void kvmp_reboot(void)
 {
+	__atomic_store_n(&kvmp_rebooting, true, __ATOMIC_SEQ_CST);
 	if (kvmp_backend)
 		kvmp_os_on_each_cpu(kvmp_backend->cpu_disable, NULL);
+}
+
+/*
+ * A fault on a virtualization instruction (kvmp_core.h): Linux's KVM calls
+ * BUG when one happens outside a reboot (kvm_spurious_fault: it wants the
+ * trace).  kvmport logs it (the first ten times) and fails the KVM_RUN, and
+ * the host goes on.  Any context.
+ */
+void kvmp_virt_fault(const char *insn)
+{
+	static u32 reported;
+
+	if (__atomic_load_n(&kvmp_rebooting, __ATOMIC_SEQ_CST))
+		return;
+	if (__atomic_fetch_add(&reported, 1, __ATOMIC_RELAXED) < 10)
+		kvmp_err("%s faulted: virtualization was turned off on this CPU under kvmport\n",
+			 insn);
+}
+
+int kvmp_virt_fault_action(void)
+{
+	return __atomic_load_n(&kvmp_rebooting, __ATOMIC_SEQ_CST) ?
+		KVMP_REENTER : -KVMP_EIO;
 }
 
 /* --- capabilities ------------------------------------------------------- */
@@ -227,6 +258,9 @@ int kvmp_vm_create(unsigned long type, struct kvmp_vm **vmp)
 	vm->mmu_lock = kvmp_os_spinlock_create();
 	if (!vm->lock || !vm->mmu_lock)
 		goto free_lock;
+	vm->mm = kvmp_os_mm_get();
+	if (!vm->mm)
+		goto free_lock;
 	vm->refs = 1;
 	vm->id = __atomic_add_fetch(&kvmp_vm_ids, 1, __ATOMIC_RELAXED);
 	vm->ring = kvmp_os_alloc_pages(1, &vm->ring_pa);
@@ -241,6 +275,8 @@ int kvmp_vm_create(unsigned long type, struct kvmp_vm **vmp)
 free_lock:
 	if (vm->ring)
 		kvmp_os_free_pages(vm->ring, 1);
+	if (vm->mm)
+		kvmp_os_mm_put(vm->mm);
 	kvmp_os_spinlock_destroy(vm->mmu_lock);
 	kvmp_os_mutex_destroy(vm->lock);
 	kvmp_os_free(vm);
@@ -259,7 +295,8 @@ void kvmp_vm_put(struct kvmp_vm *vm)
 	if (__atomic_sub_fetch(&vm->refs, 1, __ATOMIC_ACQ_REL))
 		return;
 	kvmp_backend->vm_destroy(vm);	/* no VCPU is left to use it */
-	kvmp_free_slots(vm);
+	kvmp_free_slots(vm);	/* gives the pins' charge back to vm->mm */
+	kvmp_os_mm_put(vm->mm);
 	kvmp_os_free_pages(vm->ring, 1);
 	kvmp_os_spinlock_destroy(vm->mmu_lock);
 	kvmp_os_mutex_destroy(vm->lock);

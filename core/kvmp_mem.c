@@ -75,21 +75,21 @@ static bool kvmp_overlaps(struct kvmp_vm *vm, u32 id, u64 gpa, u64 size)
 	return false;
 }
 
-static void kvmp_unpin_slot(struct kvmp_slot *s)
+static void kvmp_unpin_slot(struct kvmp_vm *vm, struct kvmp_slot *s)
 {
 	u64 i;
 
 	for (i = 0; i < s->size >> KVMP_PAGE_SHIFT; i++) {
 		if (s->pins[i])
-			kvmp_os_unpin_user_page(s->pins[i], true);
+			kvmp_os_unpin_user_page(vm->mm, s->pins[i], true);
 		if (!((i + 1) % KVMP_RESCHED_PAGES))
 			kvmp_os_cond_resched();
 	}
 }
 
-static void kvmp_free_slot(struct kvmp_slot *s)
+static void kvmp_free_slot(struct kvmp_vm *vm, struct kvmp_slot *s)
 {
-	kvmp_unpin_slot(s);
+	kvmp_unpin_slot(vm, s);
 	kvmp_os_free(s->pins);
 	kvmp_os_free(s->pas);
 	kvmp_os_free(s->dirty);
@@ -191,7 +191,7 @@ static void kvmp_retire_slot(struct kvmp_vm *vm, struct kvmp_slot *s)
 {
 	kvmp_unmap_slot(vm, s);
 	kvmp_flush_vm(vm);
-	kvmp_free_slot(s);
+	kvmp_free_slot(vm, s);
 }
 
 /*
@@ -355,7 +355,7 @@ void kvmp_free_slots(struct kvmp_vm *vm)
 
 	for (i = 0; i < KVMP_MAX_SLOTS; i++) {
 		if (vm->slots[i]) {
-			kvmp_free_slot(vm->slots[i]);
+			kvmp_free_slot(vm, vm->slots[i]);
 			vm->slots[i] = NULL;
 		}
 	}
@@ -396,8 +396,9 @@ int kvmp_tdp_fault(struct kvmp_vm *vm, struct kvmp_tdp *t, u64 gpa, bool write)
 	if (!s->pins[idx]) {
 		kvmp_os_spin_unlock(vm->mmu_lock);
 		kvmp_os_mutex_unlock(vm->lock);
-		r = kvmp_os_pin_user_page(s->uaddr + (idx << KVMP_PAGE_SHIFT), true,
-					  &pin, &pa);
+		r = kvmp_os_pin_user_page(vm->mm, s->uaddr +
+					  (idx << KVMP_PAGE_SHIFT), true, &pin,
+					  &pa);
 		if (r)
 			return r;
 		kvmp_os_mutex_lock(vm->lock);
@@ -422,7 +423,7 @@ out:
 	kvmp_os_spin_unlock(vm->mmu_lock);
 	kvmp_os_mutex_unlock(vm->lock);
 	if (pin)
-		kvmp_os_unpin_user_page(pin, false);
+		kvmp_os_unpin_user_page(vm->mm, pin, false);
 	return r;
 }
 
@@ -476,7 +477,8 @@ void kvmp_vm_mm_invalidate_start(struct kvmp_vm *vm, u64 start, u64 end)
 			continue;
 		for (i = first; i < last; i++) {
 			if (s->pins[i]) {
-				kvmp_os_unpin_user_page(s->pins[i], true);
+				kvmp_os_unpin_user_page(vm->mm, s->pins[i],
+							true);
 				s->pins[i] = NULL;
 			}
 		}

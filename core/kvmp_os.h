@@ -63,6 +63,25 @@ typedef kvmp_u64 u64;
 #define KVMP_ENOTTY	25
 #define KVMP_EOPNOTSUPP	95
 
+/* --- exception table ------------------------------------------------------ */
+/*
+ * KVMP_EXTABLE(from, to), inside an asm string: if the instruction at label
+ * `from` faults, the host kernel resumes at label `to` instead of oopsing
+ * (Linux: an entry of the module's __ex_table, _ASM_EXTABLE).  The core puts
+ * one on every SVM and VMX instruction, which fault when virtualization was
+ * turned off on the CPU under it (core/kvmp_core.h, KVMP_VIRT_INSN).  The
+ * asm files get the same from kvmp_asm.inc.S (KVMP_EXTABLE_S).  XNU keeps
+ * no exception table for kexts (its recovery table is the kernel's own,
+ * for copyin/copyout): there the macro is empty and such a fault is the
+ * host's panic, as before (docs/driver.md, "Security").
+ */
+#if defined(__KERNEL__) && defined(__linux__)
+#include <asm/asm.h>
+#define KVMP_EXTABLE(from, to)	_ASM_EXTABLE(from, to)
+#else
+#define KVMP_EXTABLE(from, to)	""
+#endif
+
 /* --- memory --------------------------------------------------------------- */
 /* Zeroed kernel memory; may sleep.  NULL on failure. */
 void *kvmp_os_zalloc(unsigned long size);
@@ -78,19 +97,38 @@ void kvmp_os_free_pages(void *va, unsigned int npages);
 
 /* --- user memory ------------------------------------------------------------ */
 /*
- * Pin the user page at uaddr of the calling process (writable if write) and
- * return an opaque handle and its host-physical address; may sleep.
+ * The VMM's address space a VM's slots point into, as a handle the VM keeps
+ * from KVM_CREATE_VM until it goes: the pins it makes are charged there
+ * (Linux: the mm's pinned_vm, limited by RLIMIT_MEMLOCK).  Get takes the
+ * calling process's (NULL if it has none).  Both may sleep.
  */
-struct kvmp_os_pin;
+struct kvmp_os_mm;
+struct kvmp_os_mm *kvmp_os_mm_get(void);
+void kvmp_os_mm_put(struct kvmp_os_mm *mm);
+
 /*
  * True where the port tells the core of every change to the VMM's mappings
  * (kvmp_vm_mm_invalidate_start/end: Linux's MMU notifier), so a page the
  * VMM drops leaves the guest too (KVM_CAP_SYNC_MMU).
  */
 extern const bool kvmp_os_mm_notifier;
-int kvmp_os_pin_user_page(u64 uaddr, bool write, struct kvmp_os_pin **pin,
-			  u64 *pa);
-void kvmp_os_unpin_user_page(struct kvmp_os_pin *pin, bool dirty);
+
+/*
+ * Pin the user page at uaddr of the calling process, whose address space
+ * mm is (writable if write), for as long as the guest may use it, and
+ * return an opaque handle and its host-physical address; may sleep.  The
+ * pin is charged to mm: -KVMP_ENOMEM when that would pass the process's
+ * limit on pinned memory; -KVMP_EFAULT for an address the port cannot pin
+ * for long (unmapped, no write permission, or file-backed memory whose
+ * filesystem tracks dirty pages: only anonymous, shmem and hugetlbfs
+ * memory on Linux, as the kernel's long-term pinners take).  Unpin may run
+ * in any thread and never sleeps; it gives the charge back to mm.
+ */
+struct kvmp_os_pin;
+int kvmp_os_pin_user_page(struct kvmp_os_mm *mm, u64 uaddr, bool write,
+			  struct kvmp_os_pin **pin, u64 *pa);
+void kvmp_os_unpin_user_page(struct kvmp_os_mm *mm, struct kvmp_os_pin *pin,
+			     bool dirty);
 
 /* Copy to/from the calling process; 0 or -KVMP_EFAULT; may sleep. */
 int kvmp_os_copy_from_user(void *dst, u64 usrc, unsigned long n);

@@ -810,7 +810,7 @@ static void svm_load_host_dr(struct svm_vcpu *svm, const u64 *host)
 
 /* --- entering the guest -------------------------------------------------------- */
 /* svm_enter.S */
-void kvmp_svm_enter(struct svm_enter *e);
+int kvmp_svm_enter(struct svm_enter *e);	/* 1: a fault, SVM is off */
 
 /* a fresh ASID when the VCPU changed CPU or the CPU ran out; preemption off */
 static void svm_prepare_asid(struct kvmp_vcpu *vcpu, struct svm_cpu *c, int cpu)
@@ -884,12 +884,32 @@ static int svm_handle_exit(struct kvmp_vcpu *vcpu)
 	return KVMP_TO_USER;
 }
 
+/* CLGI and STGI fault if SVM went off under us: true then */
+static bool svm_clgi(void)
+{
+	asm goto(KVMP_VIRT_INSN("clgi") : : : "memory" : fault);
+	return false;
+fault:
+	kvmp_virt_fault("CLGI");
+	return true;
+}
+
+static bool svm_stgi(void)
+{
+	asm goto(KVMP_VIRT_INSN("stgi") : : : "memory" : fault);
+	return false;
+fault:
+	kvmp_virt_fault("STGI");
+	return true;
+}
+
 static int svm_run(struct kvmp_vcpu *vcpu)
 {
 	struct svm_vcpu *svm = to_svm(vcpu);
 	struct vmcb_control *ctl = &svm->vmcb->control;
 	struct svm_cpu *c;
 	u64 host_dr[5];		/* DR0-3, DR7 */
+	bool faulted;
 	int cpu;
 
 	/* an NMI going in blocks the next until its handler's IRET */
@@ -933,11 +953,15 @@ static int svm_run(struct kvmp_vcpu *vcpu)
 	 */
 	if (c->host_tsc_aux)
 		kvmp_wrmsr(MSR_TSC_AUX, 0);
-	asm volatile("clgi" ::: "memory");
-	kvmp_os_irq_enable();	/* GIF=0 holds them until VMRUN sets it */
-	kvmp_svm_enter(&svm->enter);
-	kvmp_os_irq_disable();
-	asm volatile("stgi" ::: "memory");
+	faulted = svm_clgi();
+	if (!faulted) {
+		kvmp_os_irq_enable();	/* GIF=0 holds them until VMRUN sets it */
+		faulted = kvmp_svm_enter(&svm->enter);
+		if (faulted)
+			kvmp_virt_fault("VMSAVE, VMLOAD or VMRUN");
+		kvmp_os_irq_disable();
+		faulted |= svm_stgi();
+	}
 	if (c->host_tsc_aux)
 		kvmp_wrmsr(MSR_TSC_AUX, c->host_tsc_aux);
 	kvmp_vcpu_guest_exit(vcpu);
@@ -947,6 +971,8 @@ static int svm_run(struct kvmp_vcpu *vcpu)
 	kvmp_os_irq_enable();
 	kvmp_os_fpu_end();
 
+	if (faulted)	/* SVM went off under us: no exit to handle */
+		return kvmp_virt_fault_action();
 	return svm_handle_exit(vcpu);
 }
 

@@ -126,36 +126,65 @@ static struct vmx_vcpu *to_vmx(struct kvmp_vcpu *vcpu)
 }
 
 /* --- VMX instructions -------------------------------------------------------- */
+/*
+ * Each faults if VMX went off on this CPU under us (kvmp_core.h,
+ * KVMP_VIRT_INSN): the exception table sends it to a label that says so in
+ * the log; VMREAD then reads 0, VMXON, VMCLEAR and VMPTRLD give -EFAULT.
+ */
 static void vmcs_write(u64 field, u64 value)
 {
-	asm volatile("vmwrite %1, %0" : : "r"(field), "rm"(value) : "cc");
+	asm goto(KVMP_VIRT_INSN("vmwrite %1, %0")
+		 : : "r"(field), "rm"(value) : "cc" : fault);
+	return;
+fault:
+	kvmp_virt_fault("VMWRITE");
 }
 
 static u64 vmcs_read(u64 field)
 {
+	u8 faulted = 0;
 	u64 value;
 
-	asm volatile("vmread %1, %0" : "=rm"(value) : "r"(field) : "cc");
+	/* no asm goto with outputs (older compilers): the fixup is inline */
+	asm volatile("1: vmread %[f], %[v]\n\t"
+		     "jmp 3f\n\t"
+		     "2: movb $1, %[faulted]\n\t"
+		     "xor %k[v], %k[v]\n\t"
+		     "3:\n\t"
+		     KVMP_EXTABLE(1b, 2b)
+		     : [v] "=r"(value), [faulted] "+qm"(faulted)
+		     : [f] "r"(field) : "cc");
+	if (faulted)
+		kvmp_virt_fault("VMREAD");
 	return value;
 }
 
-/* VMXON, VMCLEAR, VMPTRLD: 0 or -EIO on VMfail (CF or ZF) */
+/* VMXON, VMCLEAR, VMPTRLD: 0, -EIO on VMfail (CF or ZF), -EFAULT on a fault */
 static int vmx_insn_pa(int op, u64 pa)
 {
-	u8 fail;
+	static const char *const names[] = { "VMXON", "VMCLEAR", "VMPTRLD" };
 
 	switch (op) {
 	case 0:
-		asm volatile("vmxon %1; setbe %0" : "=q"(fail) : "m"(pa) : "cc", "memory");
+		asm goto(KVMP_VIRT_INSN("vmxon %0") "\n\tjbe %l[fail]"
+			 : : "m"(pa) : "cc", "memory" : fail, fault);
 		break;
 	case 1:
-		asm volatile("vmclear %1; setbe %0" : "=q"(fail) : "m"(pa) : "cc", "memory");
+		asm goto(KVMP_VIRT_INSN("vmclear %0") "\n\tjbe %l[fail]"
+			 : : "m"(pa) : "cc", "memory" : fail, fault);
 		break;
 	default:
-		asm volatile("vmptrld %1; setbe %0" : "=q"(fail) : "m"(pa) : "cc", "memory");
+		op = 2;
+		asm goto(KVMP_VIRT_INSN("vmptrld %0") "\n\tjbe %l[fail]"
+			 : : "m"(pa) : "cc", "memory" : fail, fault);
 		break;
 	}
-	return fail ? -KVMP_EIO : 0;
+	return 0;
+fail:
+	return -KVMP_EIO;
+fault:
+	kvmp_virt_fault(names[op]);
+	return -KVMP_EFAULT;
 }
 
 #define vmxon(pa)	vmx_insn_pa(0, pa)
@@ -166,14 +195,22 @@ static void ept_invalidate(u64 type, u64 eptp)
 {
 	struct { u64 eptp, zero; } desc = { eptp, 0 };
 
-	asm volatile("invept %0, %1" : : "m"(desc), "r"(type) : "cc", "memory");
+	asm goto(KVMP_VIRT_INSN("invept %0, %1")
+		 : : "m"(desc), "r"(type) : "cc", "memory" : fault);
+	return;
+fault:
+	kvmp_virt_fault("INVEPT");
 }
 
 static void vpid_invalidate(u64 type, u16 vpid)
 {
 	struct { u64 vpid, addr; } desc = { vpid, 0 };
 
-	asm volatile("invvpid %0, %1" : : "m"(desc), "r"(type) : "cc", "memory");
+	asm goto(KVMP_VIRT_INSN("invvpid %0, %1")
+		 : : "m"(desc), "r"(type) : "cc", "memory" : fault);
+	return;
+fault:
+	kvmp_virt_fault("INVVPID");
 }
 
 /* drop what this CPU cached of the VCPU's translations */
@@ -391,7 +428,12 @@ static int vmx_cpu_disable(void *unused)
 
 	if (!c->on)
 		return 0;
-	asm volatile("vmxoff" ::: "cc", "memory");
+	/* a fault: VMX is off already (an emergency VMXOFF); CR4.VMXE goes too */
+	asm goto(KVMP_VIRT_INSN("vmxoff") : : : "cc", "memory" : fault);
+	goto off;
+fault:
+	kvmp_virt_fault("VMXOFF");
+off:
 	kvmp_os_cr4_update(0, CR4_VMXE);
 	c->on = false;
 	return 0;
@@ -1298,7 +1340,8 @@ static void write_cr2(u64 v)
 /*
  * One entry, with preemption and interrupts off (external interrupts and
  * NMIs exit; the host takes them when interrupts are on again).  Returns 0
- * after an exit, with vmx->exit filled, or -EIO if the entry failed.
+ * after an exit, with vmx->exit filled, -EIO if the entry failed, or -EFAULT
+ * if a VMX instruction faulted (VMX went off on this CPU under us).
  */
 static int vmx_enter(struct kvmp_vcpu *vcpu, int cpu)
 {
@@ -1312,8 +1355,9 @@ static int vmx_enter(struct kvmp_vcpu *vcpu, int cpu)
 		vmclear(vmx->vmcs_pa);	/* a fresh VMCS starts in the clear state */
 		vmx->vmcs_cleared = true;
 	}
-	if (vmptrld(vmx->vmcs_pa))
-		return -KVMP_EIO;
+	r = vmptrld(vmx->vmcs_pa);
+	if (r)
+		return r;
 	vmx_write_controls(vmx, vcpu);
 	vmx_write_guest(vmx);
 	vmx_save_host(&host);
@@ -1342,6 +1386,10 @@ static int vmx_enter(struct kvmp_vcpu *vcpu, int cpu)
 	/* the guest writes the others only through WRMSR exits; SWAPGS this one */
 	vmx->guest.msr[SW_KERNEL_GS_BASE] = kvmp_rdmsr(MSR_KERNEL_GS_BASE);
 	vmx_restore_host(&host, vmx->guest.msr, vmx->host_debugctl);
+	if (r == 2) {		/* VMLAUNCH or VMRESUME faulted: VMX is off */
+		kvmp_virt_fault("VMWRITE, VMLAUNCH or VMRESUME");
+		return -KVMP_EFAULT;
+	}
 	if (r) {
 		vmx->exit.insn_error = vmcs_read(VMCS_INSN_ERROR);
 		vmx->exit.reason = EXIT_ENTRY_FAILED;
@@ -1383,6 +1431,8 @@ static int vmx_run(struct kvmp_vcpu *vcpu)
 	kvmp_os_irq_enable();
 	kvmp_os_fpu_end();
 
+	if (r == -KVMP_EFAULT)	/* VMX went off under us: no exit to handle */
+		return kvmp_virt_fault_action();
 	if (r) {
 		vcpu->run->exit_reason = KVMP_EXIT_FAIL_ENTRY;
 		vcpu->run->fail_entry.hardware_entry_failure_reason =

@@ -7,7 +7,9 @@
  * gprs[] holds the guest's general registers in the x86 encoding order
  * (RSP lives in the VMCS).  Interrupts are off and the VCPU's VMCS is
  * current.  Returns 0 after a VM exit, 1 if VMLAUNCH/VMRESUME failed (the
- * caller reads the VM-instruction error).  The host's callee-saved
+ * caller reads the VM-instruction error), 2 if the VMWRITE, VMLAUNCH or
+ * VMRESUME faulted (VMX went off on this CPU under us; the exception table
+ * sends the fault to the fixups at the end).  The host's callee-saved
  * registers are saved here; VM exit restores RSP (HOST_RSP, written here)
  * and RIP (HOST_RIP = kvmp_vmx_exit_point), nothing else.
  */
@@ -22,16 +24,16 @@ KVMP_SYM(kvmp_vmx_enter):
 	KVMP_PUSH_CALLEE_SAVED
 	push	%rdi			/* gprs, found again at the exit */
 	mov	$VMCS_HOST_RSP, %eax
-	vmwrite	%rsp, %rax
+1:	vmwrite	%rsp, %rax
 	jbe	.Lfail
 	cmp	$0, %rsi		/* flags survive the MOVs below */
 	mov	G_RAX(%rdi), %rax
 	KVMP_LOAD_GPRS
 	mov	G_RDI(%rdi), %rdi
-	jne	1f
-	vmlaunch
+	jne	3f
+2:	vmlaunch
 	jmp	.Lexit
-1:	vmresume
+3:	vmresume
 	/*
 	 * A failed VMLAUNCH/VMRESUME goes on here with CF or ZF set; a VM exit
 	 * arrives with RFLAGS 0x2 (HOST_RIP).  Up to the SETBE nothing below
@@ -56,4 +58,16 @@ KVMP_SYM(kvmp_vmx_exit_point):
 .Lout:
 	KVMP_POP_CALLEE_SAVED
 	KVMP_RET
+
+	/* the fixups: nothing was entered; no guest value stays in a register */
+11:	pop	%rdi
+	mov	$2, %eax
+	jmp	.Lout
+12:	add	$8, %rsp		/* gprs */
+	mov	$2, %eax
+	KVMP_CLEAR_SCRATCH		/* the callee-saved ones come back from the stack */
+	jmp	.Lout
+	KVMP_EXTABLE_S(1b, 11b)
+	KVMP_EXTABLE_S(2b, 12b)
+	KVMP_EXTABLE_S(3b, 12b)
 	KVMP_FUNC_SIZE(KVMP_SYM(kvmp_vmx_enter))

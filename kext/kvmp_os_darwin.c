@@ -93,13 +93,32 @@ void kvmp_os_free_pages(void *va, unsigned int npages)
 }
 
 /* --- user memory ------------------------------------------------------------- */
-int kvmp_os_pin_user_page(u64 uaddr, bool write, struct kvmp_os_pin **pin,
-			  u64 *pa)
+/*
+ * XNU's KPI has no per-process count of kernel-wired user pages to charge
+ * (IOMemoryDescriptor::prepare wires for the kernel, outside the task's
+ * RLIMIT_MEMLOCK): the handle is only a token, and the kext's pins are not
+ * limited (docs/driver.md, "Security").
+ */
+static char kvmp_darwin_mm;
+
+struct kvmp_os_mm *kvmp_os_mm_get(void)
+{
+	return (struct kvmp_os_mm *)&kvmp_darwin_mm;
+}
+
+void kvmp_os_mm_put(struct kvmp_os_mm *mm)
+{
+	(void)mm;
+}
+
+int kvmp_os_pin_user_page(struct kvmp_os_mm *mm, u64 uaddr, bool write,
+			  struct kvmp_os_pin **pin, u64 *pa)
 {
 	unsigned long long phys;
 	void *md;
 	int r;
 
+	(void)mm;
 	r = kvmp_os_iokit_wire(uaddr, write, &md, &phys);
 	if (r)
 		return r;
@@ -110,8 +129,10 @@ int kvmp_os_pin_user_page(u64 uaddr, bool write, struct kvmp_os_pin **pin,
 }
 
 /* prepare() wired it for the direction asked: complete() dirties as needed */
-void kvmp_os_unpin_user_page(struct kvmp_os_pin *pin, bool dirty)
+void kvmp_os_unpin_user_page(struct kvmp_os_mm *mm, struct kvmp_os_pin *pin,
+			     bool dirty)
 {
+	(void)mm;
 	(void)dirty;
 	kvmp_os_iokit_unwire(pin);
 	kvmp_count(&kvmp_pins, -1);

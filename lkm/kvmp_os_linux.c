@@ -4,15 +4,19 @@
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
+#include <linux/capability.h>
 #include <linux/cpu.h>
 #include <linux/gfp.h>
+#include <linux/hugetlb.h>
 #include <linux/io.h>
 #include <linux/mm.h>
 #include <linux/mutex.h>
 #include <linux/preempt.h>
 #include <linux/printk.h>
 #include <linux/sched.h>
+#include <linux/sched/mm.h>
 #include <linux/sched/signal.h>
+#include <linux/shmem_fs.h>
 #include <linux/slab.h>
 #include <linux/smp.h>
 #include <linux/spinlock.h>
@@ -80,17 +84,82 @@ void kvmp_os_free_pages(void *va, unsigned int npages)
 	free_pages_exact(va, npages * PAGE_SIZE);
 }
 
-/* the handle is the struct page itself */
-int kvmp_os_pin_user_page(u64 uaddr, bool write, struct kvmp_os_pin **pin,
-			  u64 *pa)
+/* the VM's handle on its creator's memory is the mm itself, grabbed */
+struct kvmp_os_mm *kvmp_os_mm_get(void)
 {
+	struct mm_struct *mm = current->mm;
+
+	if (!mm)
+		return NULL;
+	mmgrab(mm);
+	return (struct kvmp_os_mm *)mm;
+}
+
+void kvmp_os_mm_put(struct kvmp_os_mm *mm)
+{
+	mmdrop((struct mm_struct *)mm);
+}
+
+/*
+ * Guest pages stay pinned for as long as the guest uses them, which is
+ * what RLIMIT_MEMLOCK bounds for every long-term pinner: charged to the
+ * mm's pinned_vm (VmPin in /proc/PID/status) as RDMA's umem does, without
+ * the mmap lock (unpinning may run inside the MMU notifier), and refused
+ * past the limit unless the caller has CAP_IPC_LOCK.  Linux's KVM holds no
+ * pins, so it needs no such limit: docs/driver.md, "Security".
+ */
+static int kvmp_charge_pin(struct mm_struct *mm)
+{
+	u64 limit = rlimit(RLIMIT_MEMLOCK) >> PAGE_SHIFT;
+
+	if (atomic64_add_return(1, &mm->pinned_vm) > limit &&
+	    !capable(CAP_IPC_LOCK)) {
+		atomic64_dec(&mm->pinned_vm);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+/*
+ * A long-term pin of page cache whose filesystem tracks dirty pages lets
+ * writes reach the page behind the filesystem's back (newer kernels' GUP
+ * refuses FOLL_LONGTERM writes to such mappings; 6.1's io_uring refuses
+ * them for its pinned buffers): only anonymous, shmem (memfd, tmpfs,
+ * shared anonymous) and hugetlbfs memory is kept.
+ */
+static bool kvmp_longterm_pinnable(struct page *page)
+{
+	struct address_space *mapping;
+
+	if (PageAnon(page) || PageHuge(page))
+		return true;
+	mapping = page_mapping(page);
+	return mapping && mapping->a_ops == &shmem_aops;
+}
+
+/* the handle is the struct page itself */
+int kvmp_os_pin_user_page(struct kvmp_os_mm *os_mm, u64 uaddr, bool write,
+			  struct kvmp_os_pin **pin, u64 *pa)
+{
+	struct mm_struct *mm = (struct mm_struct *)os_mm;
 	struct page *page;
 	int n;
 
+	if (mm != current->mm)	/* the port refuses other processes' ioctls */
+		return -EFAULT;
+	n = kvmp_charge_pin(mm);
+	if (n)
+		return n;
 	n = pin_user_pages_fast(uaddr, 1, (write ? FOLL_WRITE : 0) | FOLL_LONGTERM,
 				&page);
-	if (n != 1)
+	if (n == 1 && !kvmp_longterm_pinnable(page)) {
+		unpin_user_page(page);
+		n = -EFAULT;
+	}
+	if (n != 1) {
+		atomic64_dec(&mm->pinned_vm);
 		return n < 0 ? n : -EFAULT;
+	}
 	*pin = (struct kvmp_os_pin *)page;
 	*pa = page_to_phys(page);
 	atomic_long_inc(&kvmp_pins);
@@ -101,13 +170,15 @@ int kvmp_os_pin_user_page(u64 uaddr, bool write, struct kvmp_os_pin **pin,
  * May run inside an MMU notifier (never sleeps), whose caller may hold this
  * page's lock: mark it dirty without the lock, as Linux's KVM does.
  */
-void kvmp_os_unpin_user_page(struct kvmp_os_pin *pin, bool dirty)
+void kvmp_os_unpin_user_page(struct kvmp_os_mm *mm, struct kvmp_os_pin *pin,
+			     bool dirty)
 {
 	struct page *page = (struct page *)pin;
 
 	if (dirty)
 		SetPageDirty(page);
 	unpin_user_page(page);
+	atomic64_dec(&((struct mm_struct *)mm)->pinned_vm);
 	atomic_long_dec(&kvmp_pins);
 }
 

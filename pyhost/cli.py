@@ -160,7 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="pyhost: a Python VMM for KVM-compatible devices (Linux KVM, kvmport).",
         epilog="Device: --device, else $PYHOST_DEVICE, else /dev/kvmport, then /dev/kvm "
                "(with --abi kext on Linux: /dev/kvmport-kext). ABI: --abi, else $PYHOST_ABI, "
-               "else kext on macOS and for a node named kvmport-kext, linux otherwise.",
+               "else kext on macOS and for a node named kvmport-kext, linux otherwise. "
+               "kvmport pins the guest RAM a guest touches and charges it to RLIMIT_MEMLOCK: "
+               "`ulimit -l` must cover the guest's memory (root has CAP_IPC_LOCK); KVM_RUN "
+               "fails with ENOMEM past it.",
     )
     p.add_argument("--device", metavar="PATH", help="KVM device to open")
     p.add_argument("--abi", choices=ABIS, default=None,

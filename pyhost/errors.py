@@ -23,12 +23,22 @@ class NoDeviceError(PyhostError):
         self.tried = tried
 
 
+# KVM_RUN's ENOMEM on kvmport: its pins of guest RAM passed RLIMIT_MEMLOCK (Linux's KVM
+# pins nothing and never needs it; docs/driver.md, "Security")
+MEMLOCK_HINT = ("kvmport pins the guest RAM the guest touches and charges it to the "
+                "locked-memory limit: raise `ulimit -l` to cover guest RAM (or unlimited), "
+                "or run with CAP_IPC_LOCK")
+
+
 class KvmError(PyhostError, OSError):
     """An ioctl failed: names the ioctl, the errno's name and its meaning."""
 
     def __init__(self, ioctl: str, err: int) -> None:
         name = errno.errorcode.get(err, f"errno {err}")
-        OSError.__init__(self, err, f"{ioctl} failed: {name} ({os.strerror(err)})")
+        message = f"{ioctl} failed: {name} ({os.strerror(err)})"
+        if ioctl == "KVM_RUN" and err == errno.ENOMEM:
+            message += f"; {MEMLOCK_HINT}"
+        OSError.__init__(self, err, message)
         self.ioctl = ioctl
 
     def __str__(self) -> str:

@@ -48,10 +48,22 @@ void kvmp_os_log(int level, const char *fmt, ...)
  * pages are the addresses themselves, and every CPU is this one.
  */
 long kvmp_user_pinned;		/* pages pinned now: tests check it returns to 0 */
+static long kvmp_user_mm;	/* the one address space: a VM's handle points here */
 
-int kvmp_os_pin_user_page(u64 uaddr, bool write, struct kvmp_os_pin **pin,
-			  u64 *pa)
+struct kvmp_os_mm *kvmp_os_mm_get(void)
 {
+	return (struct kvmp_os_mm *)&kvmp_user_mm;
+}
+
+void kvmp_os_mm_put(struct kvmp_os_mm *mm)
+{
+	(void)mm;
+}
+
+int kvmp_os_pin_user_page(struct kvmp_os_mm *mm, u64 uaddr, bool write,
+			  struct kvmp_os_pin **pin, u64 *pa)
+{
+	(void)mm;
 	(void)write;
 	*pin = (struct kvmp_os_pin *)(uintptr_t)uaddr;
 	*pa = uaddr;
@@ -59,8 +71,10 @@ int kvmp_os_pin_user_page(u64 uaddr, bool write, struct kvmp_os_pin **pin,
 	return 0;
 }
 
-void kvmp_os_unpin_user_page(struct kvmp_os_pin *pin, bool dirty)
+void kvmp_os_unpin_user_page(struct kvmp_os_mm *mm, struct kvmp_os_pin *pin,
+			     bool dirty)
 {
+	(void)mm;
 	(void)pin;
 	(void)dirty;
 	kvmp_user_pinned--;

@@ -50,6 +50,9 @@ class LabKernel:
     root: Path  # extracted linux-image package (boot/, lib/modules/)
     headers_root: Path  # extracted linux-headers packages
     kdir: Path | None = None  # a kernel's own build tree (the debug kernel), else headers_root's
+    # boot through virtme-ng's initramfs: 6.1 mounts a 9p root by itself only with
+    # CONFIG_BLOCK (mount_root), which the debug kernel leaves out
+    initramfs: bool = False
 
     @property
     def vmlinuz(self) -> Path:
@@ -107,7 +110,7 @@ def debug_lab_kernel() -> LabKernel:
     ensure_packages(TOOLS_COMMON)
     out = build()
     return LabKernel(abi=release(out), version=(out / "BUILD-INFO").read_text().split()[2],
-                     root=out / "root", headers_root=out, kdir=out / "obj")
+                     root=out / "root", headers_root=out, kdir=out / "obj", initramfs=True)
 
 
 def lab_kernel(abi: str | None = None) -> LabKernel:

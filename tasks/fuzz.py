@@ -9,6 +9,7 @@ from invoke.context import Context
 from invoke.exceptions import Exit
 
 from lab.common import LabError
+from lab.kernel import DEBUG
 
 # 100,000 calls: 76-149 s of fuzzing in the SVM lab, 92-184 s with the boot (docs/lab.md)
 DEFAULT_CALLS = 100_000
@@ -23,7 +24,8 @@ DEFAULT_CALLS = 100_000
         "with the differential batches)",
         "keep_going": "report every differential finding, not only the first",
         "timeout": "seconds for the whole lab run (default 1800)",
-        "kernel": "the lab kernel (invoke lab --kernel): e.g. debug, the KASAN/lockdep kernel",
+        "kernel": "the lab kernel (invoke lab --kernel); debug: the KASAN/lockdep/kmemleak "
+        "kernel, then also python3 -m lab.debugkernel.check",
     },
 )
 def fuzz(
@@ -48,6 +50,8 @@ def fuzz(
     cmd = ("echo 1 > /proc/sys/kernel/softlockup_all_cpu_backtrace && "
            "echo 1 > /proc/sys/kernel/softlockup_panic && "
            'insmod "$KVMPORT_KO" && python3 -m lab.fuzz ' + shlex.join(args))
+    if kernel == DEBUG:  # and whatever KASAN/lockdep/kmemleak saw (kvmport is unloaded)
+        cmd = f"{cmd}; s=$?; python3 -m lab.debugkernel.check || s=1; exit $s"
     try:
         status = run_lab(cpu="svm", argv=[cmd], kernel=kernel or None, timeout=timeout,
                          boot_timeout=0, memory="", cpus=2, verbose=False,

@@ -24,7 +24,7 @@ REPORT = re.compile(
     r"BUG:|WARNING:|Oops|general protection fault|kernel BUG|UBSAN:|"
     r"soft lockup|hard LOCKUP|blocked for more than|rcu: INFO:|self-detected stall|"
     r"possible circular locking|possible recursive locking|inconsistent lock state|"
-    r"suspicious RCU usage|kmemleak: .*(suspected|disabled)|kmemleak: Kernel memory leak detector"
+    r"suspicious RCU usage|kmemleak: .*(suspected|disabled)"
 )
 # lines a report spans after its first line (the register dump and the call trace)
 REPORT_LINES = 60

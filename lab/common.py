@@ -196,3 +196,23 @@ def extract_debs(pkgs: Sequence[str], dest: Path) -> Path:
     (tmp / ".extracted").write_text(versions)
     tmp.rename(dest)
     return dest
+
+
+def unpack_linux_source(pkg: str, dest: Path, members: Sequence[str] = ()) -> Path:
+    """Extract the kernel source tarball of the linux-source-X.Y package pkg (the cached
+    .deb) into dest (created, top directory stripped): only the tarball paths matching
+    the shell patterns in members (e.g. "tools/*"), or all of it. Returns dest."""
+    deb = fetch_deb(pkg)
+    log(f"extracting {'part of ' if members else ''}{deb.name}")
+    unpacked = dest.with_name(dest.name + ".deb")
+    if unpacked.exists():
+        shutil.rmtree(unpacked)
+    run(["dpkg-deb", "-x", deb, unpacked])
+    tarballs = sorted((unpacked / "usr" / "src").glob("linux-source-*.tar.*"))
+    if not tarballs:
+        raise LabError(f"no source tarball in {deb}")
+    dest.mkdir(parents=True, exist_ok=True)
+    wild = ["--wildcards", *[f"*/{m}" for m in members]] if members else []
+    run(["tar", "-xf", tarballs[0], "-C", dest, "--strip-components=1", *wild])
+    shutil.rmtree(unpacked)
+    return dest

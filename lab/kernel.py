@@ -49,6 +49,10 @@ class LabKernel:
     version: str  # Debian package version, e.g. 6.1.192-2
     root: Path  # extracted linux-image package (boot/, lib/modules/)
     headers_root: Path  # extracted linux-headers packages
+    kdir: Path | None = None  # a kernel's own build tree (the debug kernel), else headers_root's
+    # boot through virtme-ng's initramfs: 6.1 mounts a 9p root by itself only with
+    # CONFIG_BLOCK (mount_root), which the debug kernel leaves out
+    initramfs: bool = False
 
     @property
     def vmlinuz(self) -> Path:
@@ -61,6 +65,8 @@ class LabKernel:
     @property
     def headers(self) -> Path:
         """The kbuild directory to pass as KDIR."""
+        if self.kdir is not None:
+            return self.kdir
         return self.headers_root / "usr" / "src" / f"linux-headers-{self.abi}"
 
     def module_path(self, name: str) -> Path:
@@ -94,8 +100,24 @@ class LabKernel:
         return [self.modules / r for r in order]
 
 
+DEBUG = "debug"  # --kernel debug: lab/debugkernel's KASAN/KFENCE/lockdep/kmemleak kernel
+
+
+def debug_lab_kernel() -> LabKernel:
+    """The debug kernel, built from linux-source once (cached; lab/debugkernel/build.py)."""
+    from lab.debugkernel.build import build, release
+
+    ensure_packages(TOOLS_COMMON)
+    out = build()
+    return LabKernel(abi=release(out), version=(out / "BUILD-INFO").read_text().split()[2],
+                     root=out / "root", headers_root=out, kdir=out / "obj", initramfs=True)
+
+
 def lab_kernel(abi: str | None = None) -> LabKernel:
-    """Download and extract (once, cached by version) the lab kernel and its headers."""
+    """Download and extract (once, cached by version) the lab kernel and its headers;
+    abi "debug" is the debug kernel, built once from Debian's sources."""
+    if abi == DEBUG:
+        return debug_lab_kernel()
     ensure_packages(TOOLS_COMMON)  # depmod (kmod) and the module build tools come first
     abi = abi or resolve_abi()
     image_pkg = f"linux-image-{abi}"

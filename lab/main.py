@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from lab.common import REPO, LabError, log, run
-from lab.kernel import lab_kernel
+from lab.kernel import DEBUG, lab_kernel
 from lab.module import build_module, host_can_load_modules, running_kernel_kdir
 from lab.runner import GUEST_DIR, report
 
@@ -35,6 +35,8 @@ def run_lab(
         raise LabError(f"--cpu must be one of {', '.join(CPUS)}, not {cpu!r}")
     if not argv:
         raise LabError("no command given: invoke lab --cpu svm -- COMMAND...")
+    if kernel == DEBUG and cpu != "svm":
+        raise LabError("--kernel debug is for the SVM lab only")
     k = lab_kernel(kernel)
     extra_env: dict[str, str] = {"KVMPORT_LAB_KERNEL": k.abi}
     prebuilt = os.environ.get("KVMPORT_KO")
@@ -45,7 +47,9 @@ def run_lab(
         ko = build_module(k.headers, quiet=True)
         extra_env["KVMPORT_KO"] = str(ko)
         log(f"built {ko.relative_to(REPO)} for {k.abi}")
-    extra_env["KVMPORT_LAB_VMLINUZ"] = str(k.vmlinuz)  # Debian's own kernel, for boot tests
+    # Debian's own kernel, for boot tests (also in the debug lab: the guest to boot)
+    stock = lab_kernel(None) if kernel == DEBUG else k
+    extra_env["KVMPORT_LAB_VMLINUZ"] = str(stock.vmlinuz)
     if os.environ.get("KVMPORT_QEMU"):  # the patched QEMU (`invoke build-qemu`), for its tests
         extra_env["KVMPORT_QEMU"] = str(Path(os.environ["KVMPORT_QEMU"]).resolve())
     if cpu == "svm":

@@ -97,6 +97,8 @@ def run_svm(
         "--exec",
         f"sh {GUEST_DIR / 'run.sh'} {rd.env_file}",
     ]
+    if kernel.initramfs:
+        cmd.insert(1, "--force-initramfs")
     env = dict(os.environ, PATH=f"{vbin}{os.pathsep}{os.environ.get('PATH', '')}")
     log(f"booting the SVM lab: {kernel.abi} under QEMU TCG -cpu {QEMU_CPU} {EXTRA_QEMU_OPTS}")
     proc = start_emulator("vng", cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -23,7 +23,9 @@ def _argv_after_dashes(c: Context) -> list[str]:
 @task(
     help={
         "cpu": "svm (QEMU TCG, AMD-V, fast) or vmx (Bochs, Intel VT-x, slow)",
-        "kernel": "Debian kernel ABI for the lab (default: what linux-image-amd64 depends on)",
+        "kernel": "Debian kernel ABI for the lab (default: what linux-image-amd64 depends on), "
+        "or debug: KASAN/KFENCE/lockdep/kmemleak kernel built from linux-source (svm only, "
+        "built once and cached; docs/lab.md)",
         "timeout": "seconds for the whole run (default: 3600 svm, 7200 vmx)",
         "boot_timeout": "seconds until the command must have started (default: 300 svm, 1200 vmx)",
         "memory": "guest memory (default 2G svm, 1024M vmx)",

@@ -18,7 +18,15 @@ import subprocess
 from pathlib import Path
 
 from lab.checkpatch import source_package
-from lab.common import LabError, cache_dir, cached_build, candidate_version, fetch_deb, log, run
+from lab.common import (
+    LabError,
+    cache_dir,
+    cached_build,
+    candidate_version,
+    log,
+    run,
+    unpack_linux_source,
+)
 
 HERE = Path(__file__).resolve().parent
 KVM_DIR = "tools/testing/selftests/kvm"
@@ -77,17 +85,7 @@ def build(jobs: int = 2) -> Path:
         return out
 
     def build_into(work: Path) -> str:
-        deb = fetch_deb(pkg)
-        log(f"extracting the selftests' part of {deb.name}")
-        run(["dpkg-deb", "-x", deb, work / "deb"])
-        tarballs = sorted((work / "deb" / "usr" / "src").glob("linux-source-*.tar.*"))
-        if not tarballs:
-            raise LabError(f"no source tarball in {deb}")
-        src = work / "src"
-        src.mkdir()
-        run(["tar", "-xf", tarballs[0], "-C", src, "--strip-components=1", "--wildcards",
-             *[f"*/{p}" for p in EXTRACT]])
-        shutil.rmtree(work / "deb")
+        src = unpack_linux_source(pkg, work / "src", EXTRACT)
         for p in series:
             log(f"patch {p.name}")
             run(["patch", "-p1", "--batch", "--forward", "-i", p], cwd=src, capture=True)

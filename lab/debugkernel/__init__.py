@@ -1,0 +1,1 @@
+"""The debug lab kernel (KASAN, KFENCE, lockdep, kmemleak): `invoke lab --kernel debug`."""

@@ -45,7 +45,7 @@ static u64 next_id = 1;
 
 int kvmp_kext_init(const struct kvmp_kext_port *p)
 {
-	lock = kvmp_os_mutex_create();
+	lock = kvmp_os_mutex_create(KVMP_LOCK_KEXT);
 	if (!lock)
 		return -KVMP_ENOMEM;
 	port = p;

@@ -26,7 +26,7 @@ int kvmp_core_init(void)
 	unsigned int i;
 	int r;
 
-	kvmp_global_lock = kvmp_os_mutex_create();
+	kvmp_global_lock = kvmp_os_mutex_create(KVMP_LOCK_GLOBAL);
 	if (!kvmp_global_lock)
 		return -KVMP_ENOMEM;
 	for (i = 0; i < kvmp_nr_backends; i++) {
@@ -254,7 +254,7 @@ int kvmp_vm_create(unsigned long type, struct kvmp_vm **vmp)
 	vm = kvmp_os_zalloc(sizeof(*vm));
 	if (!vm)
 		goto put_hw;
-	vm->lock = kvmp_os_mutex_create();
+	vm->lock = kvmp_os_mutex_create(KVMP_LOCK_VM);
 	vm->mmu_lock = kvmp_os_spinlock_create();
 	if (!vm->lock || !vm->mmu_lock)
 		goto free_lock;
@@ -421,7 +421,7 @@ int kvmp_vcpu_create(struct kvmp_vm *vm, u32 id,
 	vcpu->xcr0 = 1;			/* x87 only, as after reset */
 	kvmp_msr_init(vcpu);
 	r = -KVMP_ENOMEM;
-	vcpu->lock = kvmp_os_mutex_create();
+	vcpu->lock = kvmp_os_mutex_create(KVMP_LOCK_VCPU);
 	if (!vcpu->lock)
 		goto free_vcpu;
 	vcpu->run = kvmp_os_alloc_pages(KVMP_RUN_PAGES, &vcpu->run_pa[0]);

@@ -136,7 +136,20 @@ int kvmp_os_copy_to_user(u64 udst, const void *src, unsigned long n);
 
 /* --- locks ---------------------------------------------------------------- */
 struct kvmp_os_mutex;	/* a sleeping lock */
-struct kvmp_os_mutex *kvmp_os_mutex_create(void);
+/*
+ * What a mutex guards.  Locks of different roles nest (a VCPU's, then its
+ * VM's); a lock-order checker (Linux's lockdep) must tell them apart, or it
+ * sees recursion where there is an order.
+ */
+enum kvmp_lock_role {
+	KVMP_LOCK_GLOBAL,	/* the core's list of VMs, CPU state */
+	KVMP_LOCK_VM,
+	KVMP_LOCK_VCPU,
+	KVMP_LOCK_KEXT,		/* the kext ABI's handles (kvmp_kext.c, the ports') */
+	KVMP_LOCK_ROLES
+};
+
+struct kvmp_os_mutex *kvmp_os_mutex_create(enum kvmp_lock_role role);
 void kvmp_os_mutex_destroy(struct kvmp_os_mutex *m);
 void kvmp_os_mutex_lock(struct kvmp_os_mutex *m);	/* may sleep */
 /*

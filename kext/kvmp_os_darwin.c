@@ -161,7 +161,8 @@ struct kvmp_os_mutex {
 	IOLock *m;
 };
 
-struct kvmp_os_mutex *kvmp_os_mutex_create(void)
+/* XNU has no lock-order checker to tell the roles to */
+struct kvmp_os_mutex *kvmp_os_mutex_create(enum kvmp_lock_role role)
 {
 	struct kvmp_os_mutex *m = IOMalloc(sizeof(*m));
 

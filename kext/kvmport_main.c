@@ -235,7 +235,7 @@ static kern_return_t kvmport_start(kmod_info_t *ki, void *data)
 	r = kvmp_os_darwin_init();
 	if (r)
 		return KERN_FAILURE;
-	kvmport_lock = kvmp_os_mutex_create();
+	kvmport_lock = kvmp_os_mutex_create(KVMP_LOCK_KEXT);
 	if (!kvmport_lock)
 		goto fail_os;
 	r = kvmp_core_init();

@@ -198,12 +198,24 @@ struct kvmp_os_mutex {
 	struct mutex m;
 };
 
-struct kvmp_os_mutex *kvmp_os_mutex_create(void)
+/* a lockdep class per role: mutex_init alone would make them all one class */
+static struct lock_class_key kvmp_mutex_keys[KVMP_LOCK_ROLES];
+static const char *const kvmp_mutex_names[KVMP_LOCK_ROLES] = {
+	[KVMP_LOCK_GLOBAL] = "kvmport_global",
+	[KVMP_LOCK_VM] = "kvmport_vm",
+	[KVMP_LOCK_VCPU] = "kvmport_vcpu",
+	[KVMP_LOCK_KEXT] = "kvmport_kext",
+};
+
+struct kvmp_os_mutex *kvmp_os_mutex_create(enum kvmp_lock_role role)
 {
 	struct kvmp_os_mutex *m = kmalloc(sizeof(*m), GFP_KERNEL);
 
-	if (m)
-		mutex_init(&m->m);
+	if (!m)
+		return NULL;
+	mutex_init(&m->m);
+	lockdep_set_class_and_name(&m->m, &kvmp_mutex_keys[role],
+				   kvmp_mutex_names[role]);
 	return m;
 }
 

@@ -100,7 +100,7 @@ struct kvmp_os_mutex {
 	int held;
 };
 
-struct kvmp_os_mutex *kvmp_os_mutex_create(void)
+struct kvmp_os_mutex *kvmp_os_mutex_create(enum kvmp_lock_role role)
 {
 	return calloc(1, sizeof(struct kvmp_os_mutex));
 }

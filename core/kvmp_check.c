@@ -93,22 +93,6 @@ static u64 kvmp_cr4_reserved(struct kvmp_vcpu *vcpu)
 	return rsvd;
 }
 
-/* the guest's MAXPHYADDR: the VMM's CPUID 0x80000008, else 36 (as Linux) */
-static u64 kvmp_guest_rsvd_gpa_bits(struct kvmp_vcpu *vcpu)
-{
-	const struct kvmp_cpuid_entry2 *e = kvmp_find_cpuid(vcpu, 0x80000000, 0);
-	u32 bits = 36;
-
-	if (e && e->eax >= 0x80000008) {
-		e = kvmp_find_cpuid(vcpu, 0x80000008, 0);
-		if (e)
-			bits = e->eax & 0xff;
-	}
-	if (bits > 63)
-		bits = 63;
-	return ~((1ULL << bits) - 1);
-}
-
 bool kvmp_is_valid_cr0(u64 cr0)
 {
 	if (cr0 >> 32)
@@ -130,7 +114,7 @@ bool kvmp_is_valid_cr4(struct kvmp_vcpu *vcpu, u64 cr4)
  */
 int kvmp_check_sregs(struct kvmp_vcpu *vcpu, const struct kvmp_sregs *s)
 {
-	u64 rsvd_gpa = kvmp_guest_rsvd_gpa_bits(vcpu), apic_rsvd;
+	u64 rsvd_gpa = kvmp_reserved_gpa_bits(vcpu), apic_rsvd;
 	bool x2apic;
 	const struct kvmp_cpuid_entry2 *e;
 

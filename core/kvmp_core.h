@@ -316,6 +316,7 @@ int kvmp_guest_set_cr0(struct kvmp_vcpu *vcpu, u64 old, u64 *cr0, u64 cr4,
 int kvmp_guest_set_cr4(struct kvmp_vcpu *vcpu, u64 cr4, u64 efer);
 
 /* kvmp_x86.c: CPUID and MSRs, exits completed in the core, the run loop */
+u64 kvmp_reserved_gpa_bits(struct kvmp_vcpu *vcpu);
 struct kvmp_cpuid_entry2 *kvmp_find_cpuid(struct kvmp_vcpu *vcpu, u32 leaf,
 					  u32 subleaf);
 int kvmp_get_supported_cpuid(u64 uarg);

@@ -366,22 +366,45 @@ static u64 kvmp_apic_base(struct kvmp_vcpu *vcpu)
 	return vcpu->apic_base;
 }
 
-/* physical-address bits the guest's CPUID gives (36 without the leaf) */
+/*
+ * The first entry of a leaf whatever its index, as Linux's lookups of leaves
+ * that have no subleaves (kvm_find_cpuid_entry): the VMM's table may still
+ * flag the entry's index significant.
+ */
+static struct kvmp_cpuid_entry2 *kvmp_find_cpuid_leaf(struct kvmp_vcpu *vcpu,
+						      u32 leaf)
+{
+	u32 i;
+
+	for (i = 0; i < vcpu->cpuid_nent; i++)
+		if (vcpu->cpuid[i].function == leaf)
+			return &vcpu->cpuid[i];
+	return NULL;
+}
+
+/*
+ * The guest's MAXPHYADDR, Linux's cpuid_query_maxphyaddr: CPUID 0x80000008
+ * EAX[7:0] as the VMM set it (any value: a small one reserves what it
+ * leaves out), 36 without the leaf.
+ */
 static unsigned int kvmp_guest_maxphyaddr(struct kvmp_vcpu *vcpu)
 {
-	struct kvmp_cpuid_entry2 *e = kvmp_find_cpuid(vcpu, 0x80000000, 0);
+	struct kvmp_cpuid_entry2 *e = kvmp_find_cpuid_leaf(vcpu, 0x80000000);
 
 	if (e && e->eax >= 0x80000008) {
-		e = kvmp_find_cpuid(vcpu, 0x80000008, 0);
-		if (e && (e->eax & 0xff) >= 32 && (e->eax & 0xff) <= 52)
+		e = kvmp_find_cpuid_leaf(vcpu, 0x80000008);
+		if (e)
 			return e->eax & 0xff;
 	}
 	return 36;
 }
 
-static u64 kvmp_reserved_gpa_bits(struct kvmp_vcpu *vcpu)
+/* the guest-physical address bits above MAXPHYADDR (Linux's rsvd_bits(maxphyaddr, 63)) */
+u64 kvmp_reserved_gpa_bits(struct kvmp_vcpu *vcpu)
 {
-	return ~0ULL << kvmp_guest_maxphyaddr(vcpu);
+	unsigned int bits = kvmp_guest_maxphyaddr(vcpu);
+
+	return bits > 63 ? 0 : ~0ULL << bits;
 }
 
 /* MTRR memory types: UC WC WT WP WB */

@@ -517,6 +517,14 @@ def test_set_sregs_refuses_what_linux_refuses(vcpu):
     table.entries[2].ecx |= 1 << 26
     assert lib.kvmp_vcpu_ioctl(vcpu, abi.KVMP_SET_CPUID2, ptr(table)) == 0
     assert check_sregs(vcpu, cr4=1 << 18) == (0 if "xsave" in host_flags() else E)
+    # MAXPHYADDR is CPUID 0x80000008's as set, even 0, and a leaf without subleaves is
+    # found whatever index its entry says (Linux's kvm_find_cpuid_entry): the fuzzer's
+    # seed 2 met a table like this one, where kvm_amd refused this APIC base
+    table.entries[0] = {"function": 0x80000000, "index": 1, "flags": 1, "eax": 0xBD4DF2F4}
+    table.entries[1] = {"function": 0x80000008, "index": 0xA2439119, "eax": 0x80000000}
+    assert lib.kvmp_vcpu_ioctl(vcpu, abi.KVMP_SET_CPUID2, ptr(table)) == 0
+    assert check_sregs(vcpu, apic_base=0xFEE00900) == E
+    assert check_sregs(vcpu, apic_base=0) == 0
 
 
 def test_hardware_values_are_checked_before_use(vcpu):

@@ -86,7 +86,8 @@ def run_to(boot: Boot, end: str, timeout: float) -> tuple[str, str]:
     return boot.text, boot.err.decode(errors="replace")
 
 
-def test_bootfd_self_check_under_qemu(device, qemu):
+def light_self_check(device: str, qemu: str) -> None:
+    """bootfd.img on QEMU's light machine to its self-check PASS, console input included."""
     boot = Boot(device, argv=[qemu, *accel(device), *LIGHT, "-m", "128", "-snapshot",
                               "-fda", str(IMAGE)])
     out, err = run_to(boot, HALTED, 120)
@@ -95,6 +96,10 @@ def test_bootfd_self_check_under_qemu(device, qemu):
     assert "self-check PASS" in out, f"console:\n{out}\nstderr:\n{err}"
     assert "console input: 'hello-serial'" in out, out
     assert "check timer ok" in out and "check uptime ok" in out
+
+
+def test_bootfd_self_check_under_qemu(device, qemu):
+    light_self_check(device, qemu)
 
 
 def test_bootfd_self_check_under_qemu_through_the_kext_abi(qemu):
@@ -110,15 +115,7 @@ def test_bootfd_self_check_under_qemu_through_the_kext_abi(qemu):
         assert r.returncode != 0 and refusal in r.stderr, (
             f"abi={abi} on {KEXT_NODE}: exit {r.returncode}, stderr:\n{r.stderr}\n"
             "(does KVMPORT_QEMU carry qemu-patches/0003, the kext-ABI transport?)")
-    # the node's name chooses the kext ABI, as it does for pyhost
-    boot = Boot(KEXT_NODE, argv=[qemu, *accel(KEXT_NODE), *LIGHT, "-m", "128", "-snapshot",
-                                 "-fda", str(IMAGE)])
-    out, err = run_to(boot, HALTED, 120)
-    print(f"{KEXT_NODE}: banner after {boot.seen[BANNER]:.1f} s, halted after "
-          f"{boot.seen[HALTED]:.1f} s\n{err}")
-    assert "self-check PASS" in out, f"console:\n{out}\nstderr:\n{err}"
-    assert "console input: 'hello-serial'" in out, out
-    assert "check timer ok" in out and "check uptime ok" in out
+    light_self_check(KEXT_NODE, qemu)  # the node's name chooses the kext ABI, as for pyhost
 
 
 def test_bootfd_self_check_under_qemu_with_its_default_devices(device, qemu):

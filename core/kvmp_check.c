@@ -19,9 +19,6 @@
 			 CR4_FSGSBASE | CR4_PCIDE | KVMP_CR4_OSXSAVE | \
 			 CR4_SMEP | CR4_SMAP | CR4_PKE)
 
-#define APIC_BASE_BSP		(1ULL << 8)
-#define APIC_BASE_X2APIC	(1ULL << 10)
-#define APIC_BASE_ENABLE	(1ULL << 11)
 
 /* which CPUID feature bit lets a guest set which CR4 bit */
 static const struct {
@@ -114,15 +111,11 @@ bool kvmp_is_valid_cr4(struct kvmp_vcpu *vcpu, u64 cr4)
  */
 int kvmp_check_sregs(struct kvmp_vcpu *vcpu, const struct kvmp_sregs *s)
 {
-	u64 rsvd_gpa = kvmp_reserved_gpa_bits(vcpu), apic_rsvd;
-	bool x2apic;
-	const struct kvmp_cpuid_entry2 *e;
-
 	if ((s->efer & KVMP_EFER_LME) && (s->cr0 & KVMP_CR0_PG)) {
 		/* 64-bit paging: PAE and LMA on, CR3 within MAXPHYADDR */
 		if (!(s->cr4 & KVMP_CR4_PAE) || !(s->efer & KVMP_EFER_LMA))
 			return -KVMP_EINVAL;
-		if (s->cr3 & rsvd_gpa)
+		if (s->cr3 & kvmp_reserved_gpa_bits(vcpu))
 			return -KVMP_EINVAL;
 	} else if ((s->efer & KVMP_EFER_LMA) || s->cs.l) {
 		return -KVMP_EINVAL;
@@ -133,13 +126,7 @@ int kvmp_check_sregs(struct kvmp_vcpu *vcpu, const struct kvmp_sregs *s)
 		return -KVMP_EINVAL;
 
 	/* as Linux's kvm_set_apic_base for a host-initiated write */
-	e = kvmp_find_cpuid(vcpu, 1, 0);
-	x2apic = e && (e->ecx & (1U << 21));
-	apic_rsvd = rsvd_gpa | 0x2ff | (x2apic ? 0 : APIC_BASE_X2APIC);
-	if (s->apic_base & apic_rsvd)
-		return -KVMP_EINVAL;
-	if ((s->apic_base & APIC_BASE_X2APIC) &&
-	    !(s->apic_base & APIC_BASE_ENABLE))
+	if (!kvmp_apic_base_valid(vcpu, s->apic_base))
 		return -KVMP_EINVAL;
 	return 0;
 }

@@ -104,7 +104,7 @@ struct kvmp_vm {
 	 * KVM_SET/GET_NR_MMU_PAGES: a limit Linux's shadow MMU keeps.  kvmport's
 	 * nested tables have none; the numbers answer as Linux's (vm->lock).
 	 */
-	u64 nr_mmu_pages_requested;
+	bool nr_mmu_pages_set;		/* by the VMM: slots no longer change it */
 	u64 nr_mmu_pages;
 	/* bumped when mappings go away: VCPUs flush their TLB before re-entry */
 	u32 tlb_generation;
@@ -316,7 +316,11 @@ int kvmp_guest_set_cr0(struct kvmp_vcpu *vcpu, u64 old, u64 *cr0, u64 cr4,
 int kvmp_guest_set_cr4(struct kvmp_vcpu *vcpu, u64 cr4, u64 efer);
 
 /* kvmp_x86.c: CPUID and MSRs, exits completed in the core, the run loop */
+/* Linux's floor for KVM_SET_NR_MMU_PAGES and its default (KVM_MIN_ALLOC_MMU_PAGES) */
+#define KVMP_MIN_MMU_PAGES	64
+
 u64 kvmp_reserved_gpa_bits(struct kvmp_vcpu *vcpu);
+bool kvmp_apic_base_valid(struct kvmp_vcpu *vcpu, u64 data);
 struct kvmp_cpuid_entry2 *kvmp_find_cpuid(struct kvmp_vcpu *vcpu, u32 leaf,
 					  u32 subleaf);
 int kvmp_get_supported_cpuid(u64 uarg);

@@ -331,15 +331,12 @@ static long kvmp_vm_enable_cap(struct kvmp_vm *vm, u64 uarg)
 	return r;
 }
 
-/* Linux's floor for KVM_SET_NR_MMU_PAGES (KVM_MIN_ALLOC_MMU_PAGES) */
-#define KVMP_MIN_MMU_PAGES	64
-
 static long kvmp_set_nr_mmu_pages(struct kvmp_vm *vm, unsigned long n)
 {
 	if (n < KVMP_MIN_MMU_PAGES)
 		return -KVMP_EINVAL;
 	kvmp_os_mutex_lock(vm->lock);
-	vm->nr_mmu_pages_requested = n;
+	vm->nr_mmu_pages_set = true;
 	vm->nr_mmu_pages = n;
 	kvmp_os_mutex_unlock(vm->lock);
 	return 0;

@@ -260,13 +260,13 @@ static void kvmp_update_nr_mmu_pages(struct kvmp_vm *vm)
 	u64 pages = 0;
 	int i;
 
-	if (vm->nr_mmu_pages_requested)
+	if (vm->nr_mmu_pages_set)
 		return;
 	for (i = 0; i < KVMP_MAX_SLOTS; i++)
 		if (vm->slots[i])
 			pages += vm->slots[i]->size >> KVMP_PAGE_SHIFT;
 	pages /= 50;
-	vm->nr_mmu_pages = pages > 64 ? pages : 64;
+	vm->nr_mmu_pages = pages > KVMP_MIN_MMU_PAGES ? pages : KVMP_MIN_MMU_PAGES;
 }
 
 int kvmp_set_user_memory_region(struct kvmp_vm *vm,

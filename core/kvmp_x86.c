@@ -739,17 +739,28 @@ static int kvmp_do_get_msr(struct kvmp_vcpu *vcpu, u32 index, u64 *data,
 	return kvmp_backend->get_msr(vcpu, index, data) ? 1 : 0;
 }
 
-/* Linux's checks; there is no local APIC in the kernel to reconfigure */
-static int kvmp_set_apic_base(struct kvmp_vcpu *vcpu, u64 data, bool host)
+/*
+ * What Linux's kvm_set_apic_base refuses from anyone (KVM_SET_SREGS, the
+ * VMM's and the guest's WRMSR): reserved bits, x2APIC without it in CPUID
+ * or without the enable bit.
+ */
+bool kvmp_apic_base_valid(struct kvmp_vcpu *vcpu, u64 data)
 {
 	struct kvmp_cpuid_entry2 *e = kvmp_find_cpuid(vcpu, 1, 0);
 	u64 reserved = kvmp_reserved_gpa_bits(vcpu) | 0x2ff;
-	u64 old = vcpu->apic_base;
 
 	if (!e || !(e->ecx & BIT(21)))		/* no x2APIC in CPUID */
 		reserved |= APIC_BASE_X2APIC;
-	if ((data & reserved) ||
-	    (data & (APIC_BASE_X2APIC | APIC_BASE_ENABLE)) == APIC_BASE_X2APIC)
+	return !(data & reserved) &&
+	       (data & (APIC_BASE_X2APIC | APIC_BASE_ENABLE)) != APIC_BASE_X2APIC;
+}
+
+/* Linux's checks; there is no local APIC in the kernel to reconfigure */
+static int kvmp_set_apic_base(struct kvmp_vcpu *vcpu, u64 data, bool host)
+{
+	u64 old = vcpu->apic_base;
+
+	if (!kvmp_apic_base_valid(vcpu, data))
 		return 1;
 	if (!host) {
 		/* x2APIC -> xAPIC and disabled -> x2APIC skip a step */
